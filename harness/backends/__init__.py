@@ -1,0 +1,1 @@
+"""Backends answer requests in batches. Registered by model-spec prefix in harness.registry."""

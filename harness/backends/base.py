@@ -1,0 +1,89 @@
+"""The backend contract and model-spec parsing.
+
+A backend is constructed cheaply (no weights loaded) so that a run answered entirely from the
+cache never pays for model start-up; `fingerprint()` must also be cheap (file hashes are
+memoised by path, size and mtime). Weights load on the first call that needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+from harness.errors import UsageError
+from harness.registry import backend_target
+from harness.requests import Generate, Loglikelihood, LoglikelihoodResult, LoglikelihoodRolling
+
+# Each backend method yields (index into the input list, result) pairs as batches finish,
+# so the scheduler can write them to the cache as they come (a killed run loses one batch at most).
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    prefix: str  # hf, vllm, gguf, openai, ...
+    target: str  # path, hub id, or MODEL@BASE_URL
+    args: dict[str, str]
+
+    @property
+    def text(self) -> str:
+        return f"{self.prefix}:{self.target}"
+
+
+def parse_model_args(text: str | None) -> dict[str, str]:
+    """`key=value,key=value` -> dict; anything else is a UsageError."""
+    if not text:
+        return {}
+    args: dict[str, str] = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise UsageError(f"malformed --model-args {text!r}: expected key=value[,key=value...]")
+        args[key.strip()] = value.strip()
+    return args
+
+
+def parse_model_spec(spec: str, model_args: str | None = None) -> ModelSpec:
+    prefix, sep, target = spec.partition(":")
+    if not sep or not target:
+        raise UsageError(f"malformed model spec {spec!r}: expected PREFIX:TARGET, e.g. hf:PATH_OR_ID")
+    backend_target(prefix)  # unknown prefix -> UsageError
+    return ModelSpec(prefix=prefix, target=target, args=parse_model_args(model_args))
+
+
+class Backend(ABC):
+    """Answers requests. Subclasses take (spec) and validate it in __init__ without loading weights."""
+
+    name: str = "base"
+    supports: frozenset[str] = frozenset({"loglikelihood", "loglikelihood_rolling", "generate"})
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """Identity of the model and of every argument that changes its answers (cache key)."""
+
+    def describe(self) -> dict:
+        """Reproducibility metadata: tokenizer and chat-template hashes, dtype, device, arguments."""
+        return {"backend": self.name, "spec": self.spec.text, "args": self.spec.args}
+
+    def loglikelihood(self, requests: Sequence[Loglikelihood], progress: Progress) -> Iterator[tuple[int, LoglikelihoodResult]]:
+        raise UsageError(f"backend {self.name} cannot compute loglikelihood requests")
+
+    def loglikelihood_rolling(self, requests: Sequence[LoglikelihoodRolling], progress: Progress) -> Iterator[tuple[int, float]]:
+        raise UsageError(f"backend {self.name} cannot compute loglikelihood_rolling requests")
+
+    def generate(self, requests: Sequence[Generate], progress: Progress) -> Iterator[tuple[int, list[str]]]:
+        raise UsageError(f"backend {self.name} cannot compute generate requests")
+
+    def close(self) -> None:
+        """Free the model (tests build several backends in one process)."""
+
+
+def make_backend(spec: ModelSpec) -> Backend:
+    module_name, _, class_name = backend_target(spec.prefix).partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(spec)

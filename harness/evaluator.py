@@ -1,0 +1,227 @@
+"""One evaluation run: tasks -> instances -> scheduler -> scores -> store.
+
+Everything that can be wrong with the input (unknown task, missing data, bad model path or
+arguments, a request kind the backend cannot answer) is checked before the database is
+opened, so bad input leaves it untouched. A run with the same configuration as an unfinished
+one resumes it: finished samples are kept, cached answers are not recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from harness import metadata, registry
+from harness.backends.base import Backend, make_backend, parse_model_spec
+from harness.data import forced_source
+from harness.errors import UsageError
+from harness.hashing import sha256_json, sha256_text
+from harness.requests import Request, request_hash
+from harness.scheduler import Scheduler, ScheduleStats
+from harness.stats import Aggregate, mean_with_stderr, pooled
+from harness.store import MetricRow, SampleRow, Store
+from harness.task import Dataset, Instance, Task
+
+log = logging.getLogger("harness")
+DEFAULT_MODEL = "hf:smollm2-135m-instruct"
+SECRET_KEY = re.compile(r"key|token|secret|password", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class TaskSelection:
+    name: str
+    num_fewshot: int | None = None
+    limit: int | None = None
+    data: str | None = None  # force a data source: mirror | hub | fixture
+
+
+@dataclass
+class RunConfig:
+    tasks: list[TaskSelection]
+    model: str = DEFAULT_MODEL
+    model_args: str | None = None
+    batch_size: str | None = None
+    seed: int = 1234
+    tags: list[str] = field(default_factory=list)
+    suite: str | None = None
+    db: Path | None = None
+    show_progress: bool = True
+
+
+@dataclass
+class PreparedTask:
+    task: Task
+    dataset: Dataset
+    num_fewshot: int
+    limit: int | None
+    instances: list[Instance]
+
+    @property
+    def prompts_hash(self) -> str:
+        return sha256_json([[request_hash(r) for r in inst.requests] for inst in self.instances])
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    model: str
+    resumed: bool
+    metrics: list[MetricRow]
+    stats: ScheduleStats
+    groups: dict[str, str]  # group name -> how it is weighted
+
+
+def redact(args: dict[str, str]) -> dict[str, str]:
+    return {k: ("***" if SECRET_KEY.search(k) else v) for k, v in args.items()}
+
+
+def prepare_tasks(selections: list[TaskSelection], seed: int) -> list[PreparedTask]:
+    prepared: list[PreparedTask] = []
+    for selection in selections:
+        for name in registry.expand([selection.name]):
+            task = registry.get_task(name)
+            with forced_source(selection.data):
+                dataset = task.load()
+            shots = task.default_fewshot if selection.num_fewshot is None else selection.num_fewshot
+            if shots < 0 or (selection.limit is not None and selection.limit < 1):
+                raise UsageError(f"{name}: num_fewshot must be >= 0 and limit >= 1")
+            instances = task.build(dataset, selection.limit, shots, seed)
+            prepared.append(PreparedTask(task, dataset, shots, selection.limit, instances))
+    names = [p.task.name for p in prepared]
+    duplicates = {n for n in names if names.count(n) > 1}
+    if duplicates:
+        raise UsageError(f"task selected twice: {', '.join(sorted(duplicates))}")
+    return prepared
+
+
+def check_support(backend: Backend, prepared: list[PreparedTask]) -> None:
+    for p in prepared:
+        missing = set(p.task.request_kinds) - set(backend.supports)
+        if missing:
+            raise UsageError(f"backend {backend.name} cannot answer {', '.join(sorted(missing))} requests needed by {p.task.name}")
+
+
+def _new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def _score(p: PreparedTask, pending: list[Instance], answers: dict) -> list[SampleRow]:
+    rows: list[SampleRow] = []
+    for inst in pending:
+        scored = p.task.score(inst, [answers[request_hash(r)] for r in inst.requests])
+        rows.append(
+            SampleRow(
+                task=p.task.name, doc_id=inst.doc_id, doc_hash=sha256_json(inst.doc), prompt_hash=sha256_text(inst.prompt),
+                target_hash=sha256_text(inst.target), prompt=inst.prompt, target=inst.target, response=scored.response,
+                extracted=scored.extracted, metrics=scored.metrics, loglikelihoods=scored.loglikelihoods,
+            )
+        )
+    return rows
+
+
+class SampleWriter:
+    """Stores each document's sample as soon as all of its requests are answered."""
+
+    def __init__(self, store: Store, run_id: str, prepared: list[PreparedTask]) -> None:
+        self.store, self.run_id = store, run_id
+        self.pending: list[tuple[PreparedTask, Instance, list[str]]] = []
+        for p in prepared:
+            done = store.done_docs(run_id, p.task.name)
+            self.pending.extend((p, i, [request_hash(r) for r in i.requests]) for i in p.instances if i.doc_id not in done)
+
+    def requests(self) -> Iterator[Request]:
+        return (r for _, inst, _ in self.pending for r in inst.requests)
+
+    def write_ready(self, answers: dict) -> None:
+        ready, waiting = [], []
+        for item in self.pending:
+            (ready if all(h in answers for h in item[2]) else waiting).append(item)
+        if ready:
+            self.store.insert_samples(self.run_id, [row for p, inst, _ in ready for row in _score(p, [inst], answers)])
+            self.pending = waiting
+
+
+def _task_aggregates(store: Store, run_id: str, p: PreparedTask) -> dict[str, Aggregate]:
+    frame = store.sample_metrics(run_id, p.task.name)
+    per_doc = [json.loads(m) for m in frame["metrics"]]
+    return {spec.name: mean_with_stderr([d[spec.name] for d in per_doc if d.get(spec.name) is not None]) for spec in p.task.metrics}
+
+
+def aggregate_run(store: Store, run_id: str, prepared: list[PreparedTask]) -> tuple[list[MetricRow], dict[str, str]]:
+    by_task = {p.task.name: _task_aggregates(store, run_id, p) for p in prepared}
+    rows = [MetricRow(task, metric, a.value, a.stderr, a.ci_low, a.ci_high, a.n) for task, aggs in by_task.items() for metric, a in aggs.items()]
+    groups: dict[str, str] = {}
+    for group in registry.groups_containing(list(by_task)):
+        leaves = registry.expand([group.name])
+        common = set.intersection(*(set(by_task[t]) for t in leaves))
+        for metric in sorted(common):
+            a = pooled([by_task[t][metric] for t in leaves], weight_by_size=group.weight_by_size)
+            rows.append(MetricRow(group.name, metric, a.value, a.stderr, a.ci_low, a.ci_high, a.n))
+        groups[group.name] = "weighted by subtask size" if group.weight_by_size else "unweighted mean of subtasks"
+    return rows, groups
+
+
+def evaluate(config: RunConfig, store_path: Path) -> RunResult:
+    spec = parse_model_spec(config.model, config.model_args)
+    if config.batch_size is not None:
+        spec.args["batch_size"] = config.batch_size
+    backend = make_backend(spec)
+    prepared = prepare_tasks(config.tasks, config.seed)
+    check_support(backend, prepared)
+    fingerprint = backend.fingerprint()
+    config_hash = sha256_json(
+        {"model": fingerprint, "seed": config.seed,
+         "tasks": [[p.task.name, p.task.version, p.num_fewshot, p.limit, p.dataset.fingerprint, p.prompts_hash] for p in prepared]}
+    )
+    store = Store(store_path)
+    try:
+        return _execute(config, store, backend, prepared, fingerprint, config_hash)
+    finally:
+        store.close()
+        backend.close()
+
+
+def _execute(config: RunConfig, store: Store, backend: Backend, prepared: list[PreparedTask], fingerprint: str, config_hash: str) -> RunResult:
+    run_id = store.resumable_run(config_hash)
+    resumed = run_id is not None
+    if run_id is None:
+        run_id = _new_run_id()
+        store.create_run(
+            run_id, config_hash,
+            {"model": backend.spec.text, "model_fingerprint": fingerprint, "backend": backend.name,
+             "backend_args": redact(backend.spec.args), "suite": config.suite, "tasks": [p.task.name for p in prepared],
+             "num_fewshot": None, "limit": None, "seed": config.seed},
+            config.tags,
+        )
+    else:
+        log.warning("resuming unfinished run %s", run_id)
+        store.set_status(run_id, "running")
+        store.add_tags(run_id, config.tags)
+    scheduler = Scheduler(store, backend, fingerprint, show_progress=config.show_progress)
+    try:
+        for p in prepared:
+            store.record_task(run_id, {"task": p.task.name, "version": p.task.version, "num_fewshot": p.num_fewshot,
+                                       "source": p.dataset.source, "fingerprint": p.dataset.fingerprint,
+                                       "n_docs": len(p.instances), "prompts_hash": p.prompts_hash})
+        writer = SampleWriter(store, run_id, prepared)
+        scheduler.answer(writer.requests(), on_flush=writer.write_ready)
+        if writer.pending:
+            raise RuntimeError(f"{len(writer.pending)} documents were left without answers")
+        rows, groups = aggregate_run(store, run_id, prepared)
+        store.write_metrics(run_id, rows)
+        meta = metadata.collect(backend.describe() | {"args": redact(backend.spec.args)}, config.seed)
+        meta["tasks"] = {p.task.name: {"version": p.task.version, "num_fewshot": p.num_fewshot, "limit": p.limit,
+                                       "source": p.dataset.source, "dataset_fingerprint": p.dataset.fingerprint,
+                                       "prompts_hash": p.prompts_hash} for p in prepared}
+        meta["schedule"] = vars(scheduler.stats)
+        store.set_status(run_id, "complete", meta)
+    except BaseException:
+        store.set_status(run_id, "failed")
+        raise
+    return RunResult(run_id, backend.spec.text, resumed, rows, scheduler.stats, groups)

@@ -1,0 +1,82 @@
+"""What a task is: a value that loads documents, turns them into requests and scores responses.
+
+A task never talks to a model. The evaluator asks it for `Instance`s (one per document, with
+the prompt shown to the model and the requests to answer), hands the requests to a backend
+through the scheduler, and gives the responses back to `score`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+from harness.requests import Request, Response
+
+Aggregation = Literal["mean"]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Documents of one task, and where they came from."""
+
+    docs: list[dict]
+    fewshot_docs: list[dict]
+    source: str  # "mirror:PATH", "hub:ID@REVISION" or "fixture:PATH"
+    fingerprint: str  # sha256 over the canonical JSON of docs and few-shot docs
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One evaluation document, ready for a backend."""
+
+    doc_id: int
+    doc: dict
+    prompt: str  # the full text the model sees (context of a multiple-choice question)
+    target: str  # the gold answer as text
+    requests: tuple[Request, ...]
+
+
+@dataclass(frozen=True)
+class Scored:
+    """The outcome of one document."""
+
+    metrics: dict[str, float]
+    response: object  # raw responses, JSON-serialisable
+    extracted: str | None = None  # the answer the task read from the response
+    loglikelihoods: list[float] | None = None  # one per choice, for multiple choice
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    higher_is_better: bool = True
+    aggregation: Aggregation = "mean"
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    version: str
+    load: Callable[[], Dataset]
+    # (dataset, number of documents to evaluate, num_fewshot, seed) -> instances, in document order
+    build: Callable[[Dataset, int | None, int, int], list[Instance]]
+    score: Callable[[Instance, list[Response]], Scored]
+    metrics: tuple[MetricSpec, ...]
+    default_fewshot: int = 0
+    tags: tuple[str, ...] = ()
+    description: str = ""
+    # names of request kinds the task sends, so a backend can refuse before a run starts
+    request_kinds: tuple[str, ...] = field(default=("loglikelihood",))
+
+
+@dataclass(frozen=True)
+class Group:
+    """A named set of tasks whose metrics are also aggregated together.
+
+    `weight_by_size` follows lm-evaluation-harness 0.4 (MMLU weights subjects by their size).
+    """
+
+    name: str
+    tasks: tuple[str, ...]
+    weight_by_size: bool = True
+    description: str = ""
