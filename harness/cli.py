@@ -162,7 +162,7 @@ def show(run_ref: str = typer.Argument(..., metavar="RUN"), db: Optional[Path] =
 
 
 def _setup_logging() -> None:
-    level = logging.DEBUG if os.environ.get("HARNESS_DEBUG") else logging.WARNING
+    level = logging.DEBUG if os.environ.get("HARNESS_DEBUG") else os.environ.get("HARNESS_LOG_LEVEL", "WARNING").upper()
     logging.basicConfig(level=level, format="harness: %(levelname)s: %(message)s", stream=sys.stderr)
     for noisy in ("transformers", "datasets", "huggingface_hub", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.ERROR)

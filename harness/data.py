@@ -95,8 +95,28 @@ def _from_hub(spec: HubSpec, loader: HubLoader) -> Dataset:
     return _make(docs, fewshot, f"hub:{spec.dataset_id}@{spec.revision}")
 
 
+_SOURCE_ENV = ("HARNESS_DATA_SOURCE", "HARNESS_DATA_DIR", "HARNESS_HUB_MIRROR", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+_CACHE: dict[tuple, Dataset] = {}
+
+
+def source_key() -> tuple:
+    """Everything that decides which source `load` picks, so a memoised Dataset is never stale."""
+    return tuple(os.environ.get(v) for v in _SOURCE_ENV) + (_forced[-1] if _forced else "auto",)
+
+
+def clear_cache() -> None:
+    _CACHE.clear()
+
+
 def load(task: str, *, dir_loader: DirLoader, hub: HubSpec | None, hub_loader: HubLoader | None) -> Dataset:
-    """Load one task's documents from the first source that has them (see module docstring)."""
+    """Load one task's documents from the first source that has them, once per process and source."""
+    key = (task, source_key())
+    if key not in _CACHE:
+        _CACHE[key] = _load(task, dir_loader, hub, hub_loader)
+    return _CACHE[key]
+
+
+def _load(task: str, dir_loader: DirLoader, hub: HubSpec | None, hub_loader: HubLoader | None) -> Dataset:
     wanted = _wanted_source()
     data_dir = os.environ.get("HARNESS_DATA_DIR")
     if wanted == "mirror" or (wanted == "auto" and data_dir):

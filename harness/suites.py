@@ -14,10 +14,10 @@ tasks:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from harness import registry
 from harness.errors import UsageError
@@ -41,12 +41,17 @@ class Suite(BaseModel):
     data: DataSource | None = None
     limit: int | None = Field(default=None, ge=1)
     num_fewshot: int | None = Field(default=None, ge=0)
-    tasks: list[Union[str, SuiteTask]] = Field(min_length=1)
+    tasks: list[SuiteTask] = Field(min_length=1)
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _names_to_entries(cls, value: object) -> object:
+        """`- hellaswag` is short for `- {name: hellaswag}`."""
+        return [{"name": v} if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
 
     def selections(self) -> list[TaskSelection]:
         out = []
-        for item in self.tasks:
-            t = SuiteTask(name=item) if isinstance(item, str) else item
+        for t in self.tasks:
             out.append(TaskSelection(
                 name=t.name,
                 num_fewshot=t.num_fewshot if t.num_fewshot is not None else self.num_fewshot,
