@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
 
 from harness.errors import UsageError
@@ -168,27 +167,45 @@ def _setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
+def _cli_exception_kind(exc: BaseException) -> str | None:
+    """Typer vendors its own click, so its exceptions are recognised by name and shape."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if "Exit" in names and hasattr(exc, "exit_code"):
+        return "exit"
+    if "Abort" in names:
+        return "abort"
+    if "ClickException" in names and hasattr(exc, "format_message"):
+        return "usage"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     _setup_logging()
     try:
-        app(args=argv, standalone_mode=False)
+        result = app(args=argv, standalone_mode=False)
     except UsageError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
         return 2
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        print(f"harness: error: {exc.format_message()}", file=sys.stderr)
-        return 2
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except KeyboardInterrupt:
         print("harness: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # never a traceback unless asked for
+        kind = _cli_exception_kind(exc)
+        if kind == "exit":
+            return int(exc.exit_code)  # type: ignore[attr-defined]
+        if kind == "abort":
+            print("harness: interrupted", file=sys.stderr)
+            return 130
+        if kind == "usage":
+            message = exc.format_message()  # type: ignore[attr-defined]
+            if message:  # empty when the help text was already shown (no arguments)
+                print(f"harness: error: {message}", file=sys.stderr)
+            return 2
         if os.environ.get("HARNESS_DEBUG"):
             raise
         print(f"harness: internal error: {type(exc).__name__}: {exc} (HARNESS_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 3
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 def entrypoint() -> None:

@@ -40,7 +40,7 @@ def _metrics(db: Path, run_id: str) -> dict:
 def first_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
     db, out = tmp / "r.duckdb", tmp / "out.json"
-    result = harness_cli("run", "--tasks", TASKS, "--limit", "6", "--num-fewshot", "1", "--db", str(db), "--json", str(out),
+    result = harness_cli("run", "--tasks", TASKS, "--limit", "6", "--db", str(db), "--json", str(out),
                          "--tag", "baseline", "--no-progress", env=FIXTURE_ENV)
     assert result.returncode == 0, result.stderr
     return db, out, result
@@ -90,7 +90,7 @@ def test_identical_rerun_is_served_from_cache(first_run):
     db, out, _ = first_run
     first = json.loads(out.read_text())
     out2 = out.with_name("again.json")
-    result = harness_cli("run", "--tasks", TASKS, "--limit", "6", "--num-fewshot", "1", "--db", str(db), "--json", str(out2),
+    result = harness_cli("run", "--tasks", TASKS, "--limit", "6", "--db", str(db), "--json", str(out2),
                          "--no-progress", env=FIXTURE_ENV)
     assert result.returncode == 0, result.stderr
     summary = _summary(result.stdout)
@@ -118,7 +118,7 @@ def test_another_model_never_gets_these_answers(first_run, tmp_path):
     db, out, _ = first_run
     sibling = _degraded_copy(ensure_hf_dir(), tmp_path / "sibling")
     out2 = tmp_path / "sibling.json"
-    result = harness_cli("run", "--model", f"hf:{sibling}", "--tasks", TASKS, "--limit", "6", "--num-fewshot", "1",
+    result = harness_cli("run", "--model", f"hf:{sibling}", "--tasks", TASKS, "--limit", "6",
                          "--db", str(db), "--json", str(out2), "--no-progress", env=FIXTURE_ENV)
     assert result.returncode == 0, result.stderr
     summary = _summary(result.stdout)

@@ -1,0 +1,1 @@
+"""Model files: the embedded default model and memoised content fingerprints of checkpoints."""
