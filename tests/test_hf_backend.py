@@ -154,6 +154,35 @@ def test_one_forward_pass_per_multiple_choice_question(model_dir: Path, backend:
     assert sorted(results) == list(range(12))
 
 
+def test_shared_few_shot_prefix_runs_once_per_batch(model_dir: Path, backend: HFBackend) -> None:
+    """5-shot MMLU prompts share ~500 tokens: the prefix runs once per batch, with the same answers."""
+    from harness import registry
+    from harness.data import forced_source
+
+    task = registry.get_task("mmlu_anatomy")
+    with forced_source("fixture"):
+        dataset = task.load()
+    requests = [r for inst in task.build(dataset, 6, 5, 1234) for r in inst.requests]
+    with_prefix = HFBackend(spec(str(model_dir), batch_size="3"))
+    with_prefix._loaded = backend.load()
+    without = HFBackend(spec(str(model_dir), batch_size="3"))
+    without._loaded = backend.load()
+    without.share_prefixes = False
+    model = backend.load().model
+    lengths: list[int] = []
+    handle = model.register_forward_hook(lambda module, args, output: lengths.append(output.logits.shape[0]))
+    try:
+        shared = run(with_prefix.loglikelihood, requests)
+    finally:
+        handle.remove()
+    # 6 questions in 2 batches of 3: each batch is one prefix pass (batch 1) and one suffix pass (batch 3)
+    assert len(lengths) == 4
+    full = run(without.loglikelihood, requests)
+    for a, b in zip(shared, full):
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+        assert a.is_greedy == b.is_greedy
+
+
 def test_matches_lm_eval_hflm(backend: HFBackend, hflm) -> None:
     requests = SHARED_REQUESTS
     ours = run(backend.loglikelihood, requests)

@@ -86,3 +86,36 @@ def test_unwritable_path_is_a_usage_error(tmp_path):
 def test_read_only_on_missing_file_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match="no results database"):
         Store(tmp_path / "none.duckdb", read_only=True)
+
+
+def test_migration_path_upgrades_an_older_database_in_place(db_path, monkeypatch):
+    """A database written at version 1 is brought to the newest version, data kept."""
+    from harness import migrations
+
+    store = Store(db_path)
+    _run(store)
+    store.insert_samples("r1", [_sample(0)])
+    store.close()
+    v2 = ["ALTER TABLE runs ADD COLUMN notes VARCHAR", "UPDATE runs SET notes = 'migrated'"]
+    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS + [v2])
+    monkeypatch.setattr(migrations, "SCHEMA_VERSION", len(migrations.MIGRATIONS))
+    con = duckdb.connect(str(db_path))
+    assert migrations.migrate(con) == SCHEMA_VERSION + 1
+    assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION + 1
+    assert con.execute("SELECT notes FROM runs WHERE run_id = 'r1'").fetchone()[0] == "migrated"
+    assert con.execute("SELECT count(*) FROM samples").fetchone()[0] == 1
+
+
+def test_failed_migration_leaves_the_database_at_its_version(db_path, monkeypatch):
+    from harness import migrations
+
+    Store(db_path).close()
+    broken = ["ALTER TABLE runs ADD COLUMN notes VARCHAR", "THIS IS NOT SQL"]
+    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS + [broken])
+    monkeypatch.setattr(migrations, "SCHEMA_VERSION", len(migrations.MIGRATIONS))
+    con = duckdb.connect(str(db_path))
+    with pytest.raises(duckdb.Error):
+        migrations.migrate(con)
+    assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+    columns = {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'runs'").fetchall()}
+    assert "notes" not in columns

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from itertools import chain
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -61,6 +62,7 @@ class HFBackend(Backend):
         self._loaded: LoadedModel | None = None
         self._fingerprint: str | None = None
         self.share_contexts = True  # False scores every request in its own row (the reference layout)
+        self.share_prefixes = True  # False runs every row in full (no KV cache of a shared prefix)
         self.forward_seconds = 0.0  # time inside model forward passes and generate calls
 
     # -- identity ----------------------------------------------------------------------------
@@ -227,14 +229,17 @@ class HFBackend(Backend):
     def _score(self, requests: dict[int, TokenRequest]) -> Iterator[list[tuple[int, Any]]]:
         """Scores per forward batch as [(key, Score)], keys those of `requests`."""
         from harness.backends.hf_packing import batches, pack_rows
+        from harness.backends.hf_prefix import prefix_batches, score as score_batch, split_by_prefix
 
         state = self.load()
         keys = list(requests)
         rows = pack_rows([requests[k] for k in keys], state.max_length, self.share_contexts)
         budget = GPU_TOKEN_BUDGET if state.model.device.type == "cuda" else CPU_TOKEN_BUDGET
-        for batch in batches(rows, self.options.batch_size, budget):
+        families, alone = split_by_prefix(rows) if self.share_prefixes else ([], rows)
+        planned = chain(prefix_batches(families, self.options.batch_size), batches(alone, self.options.batch_size, budget))
+        for batch in planned:
             started = time.perf_counter()
-            scores = state.scorer.score(batch)
+            scores = score_batch(state.scorer, batch)
             self.forward_seconds += time.perf_counter() - started
             yield [(keys[score.index], score) for score in scores]
 

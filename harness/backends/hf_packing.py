@@ -156,10 +156,10 @@ class PackedScorer:
         device = self.model.device
         inputs = build_inputs(rows, dtype, device)
         keep = inputs.pop("keep")
-        logits = self._kept_logits(inputs, keep)
+        logits = self.kept_logits(inputs, keep)
         return _scores_from_logits(rows, keep, logits)
 
-    def _kept_logits(self, inputs: dict[str, torch.Tensor], keep: torch.Tensor) -> torch.Tensor:
+    def kept_logits(self, inputs: dict[str, Any], keep: torch.Tensor) -> torch.Tensor:
         n_kept = int(keep.sum())
         with torch.inference_mode():
             if self.keep_supported is not False:
