@@ -160,6 +160,18 @@ def show(run_ref: str = typer.Argument(..., metavar="RUN"), db: Optional[Path] =
         store.close()
 
 
+# Command groups that live in their own modules register on `app` when imported here.
+# One line per module; keep this list sorted.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def _register_command_modules() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name)
+
+
 def _setup_logging() -> None:
     level = logging.DEBUG if os.environ.get("HARNESS_DEBUG") else os.environ.get("HARNESS_LOG_LEVEL", "WARNING").upper()
     logging.basicConfig(level=level, format="harness: %(levelname)s: %(message)s", stream=sys.stderr)
@@ -182,6 +194,7 @@ def _cli_exception_kind(exc: BaseException) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     _setup_logging()
     try:
+        _register_command_modules()
         result = app(args=argv, standalone_mode=False)
     except UsageError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
