@@ -1,0 +1,13 @@
+"""Code-execution sandbox: one interface, three backends (docker, bwrap, local behind an opt-in).
+
+    from sandbox import get_sandbox, Limits, check_program
+    with get_sandbox("auto") as box:
+        verdict = box.run({"main.py": source}, ["python3", "main.py"], Limits(timeout_s=10))
+        verdict = check_program(box, program, test_code, entry_point)   # passed only if check() returned
+"""
+
+from sandbox.auto import BACKENDS, get_sandbox, resolve_backend
+from sandbox.base import Limits, Sandbox, Status, Verdict, check_program, program_files
+
+__all__ = ["BACKENDS", "Limits", "Sandbox", "Status", "Verdict", "check_program", "get_sandbox", "program_files",
+           "resolve_backend"]

@@ -1,0 +1,248 @@
+"""The one sandbox interface: run(files, command, limits) -> Verdict, shared by every backend."""
+
+from __future__ import annotations
+
+import abc
+import json
+import os
+import secrets
+import signal
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Literal, Mapping, Sequence
+
+Status = Literal["passed", "failed", "timeout", "oom", "killed", "error"]
+
+# The in-sandbox runner exits with this code when it could not set up the run (not the program's fault).
+RUNNER_SETUP_FAILED = 121
+RUNNER_SOURCE = (Path(__file__).with_name("runner.py")).read_text()
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of one execution. Time limits are generous on purpose (evalplus's lesson)."""
+
+    timeout_s: float = 10.0  # wall clock
+    memory_mb: int = 512  # address space (rlimit) and, for docker, memory + swap of the container
+    pids: int = 64  # processes and threads
+    cpus: float = 1.0  # docker CPU quota
+    file_size_mb: int = 16  # largest single file the program may write
+    tmp_mb: int = 64  # size of the writable tmpfs that holds the work dir
+    output_bytes: int = 64 * 1024  # budget for each of stdout and stderr
+
+    def cpu_seconds(self) -> int:
+        return int(self.timeout_s) + 2
+
+
+@dataclass
+class Verdict:
+    status: Status
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    wall_s: float
+    cpu_s: float | None = None
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    backend: str = ""
+    detail: str = ""  # why the harness chose this status, one line
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+
+class OutputBuffer:
+    """Keeps the head and the tail of a stream within a byte budget; counts what it dropped."""
+
+    def __init__(self, budget: int, tail: int | None = None):
+        self.budget = max(budget, 64)
+        self.tail_keep = min(tail if tail is not None else self.budget // 4, self.budget // 2)
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        room = self.budget - self.tail_keep - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        if chunk:
+            self.tail += chunk
+            if len(self.tail) > self.tail_keep:
+                del self.tail[: len(self.tail) - self.tail_keep]
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > len(self.head) + len(self.tail)
+
+    def text(self) -> str:
+        if not self.truncated:
+            return (self.head + self.tail).decode("utf-8", "replace")
+        dropped = self.total - len(self.head) - len(self.tail)
+        marker = f"\n...[{dropped} bytes truncated]...\n".encode()
+        return (bytes(self.head) + marker + bytes(self.tail)).decode("utf-8", "replace")
+
+    def ends_with_line(self, line: str) -> bool:
+        data = bytes(self.head + self.tail) if not self.truncated else bytes(self.tail)
+        return data.rstrip(b"\n").endswith(b"\n" + line.encode()) or data.rstrip(b"\n") == line.encode()
+
+
+def pump(stream: IO[bytes], buf: OutputBuffer) -> threading.Thread:
+    """Drain a pipe into a buffer on a thread, so a flood never blocks the child on a full pipe."""
+
+    def _run() -> None:
+        try:
+            while True:
+                chunk = stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536)
+                if not chunk:
+                    break
+                buf.feed(chunk)
+        except (OSError, ValueError):
+            pass
+
+    t = threading.Thread(target=_run, daemon=True)
+    t.start()
+    return t
+
+
+def runner_spec(files: Mapping[str, str | bytes], command: Sequence[str], limits: Limits, *, nproc: int | None) -> bytes:
+    """The JSON the in-sandbox runner reads on stdin: files to write, command to exec, rlimits."""
+    encoded = {}
+    for name, content in files.items():
+        data = content.encode() if isinstance(content, str) else bytes(content)
+        encoded[name] = data.hex()
+    return json.dumps({
+        "files": encoded,
+        "command": list(command),
+        "rlimits": {
+            "as": limits.memory_mb * 1024 * 1024,
+            "fsize": limits.file_size_mb * 1024 * 1024,
+            "cpu": limits.cpu_seconds(),
+            "nproc": nproc,
+        },
+    }).encode()
+
+
+def classify(*, returncode: int | None, timed_out: bool, oom: bool, stderr: OutputBuffer, stdout: OutputBuffer,
+             nonce: str | None, signal_exit_codes: bool = False) -> tuple[Status, int | None, str]:
+    """Turn how a process ended into a status. `returncode` < 0 means killed by that signal (Popen style);
+    with `signal_exit_codes`, 128+N also means signal N (docker exec reports signals that way)."""
+    sig = None
+    if returncode is not None and returncode < 0:
+        sig = -returncode
+    elif signal_exit_codes and returncode is not None and 128 < returncode < 160:
+        sig = returncode - 128
+    if timed_out:
+        return "timeout", returncode, "wall-clock limit reached"
+    if sig == signal.SIGXCPU:
+        return "timeout", returncode, "CPU-time limit reached"
+    err_tail = stderr.text().rstrip().splitlines()[-1:] or [""]
+    if oom or (returncode not in (0, None) and err_tail[0].startswith("MemoryError")):
+        return "oom", returncode, "memory limit reached"
+    if returncode == RUNNER_SETUP_FAILED and "harness-sandbox-runner:" in stderr.text():
+        return "error", returncode, "sandbox runner could not set up the run"
+    if sig is not None:
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+        return "killed", returncode, f"killed by {name}"
+    if returncode == 0:
+        if nonce is None or stdout.ends_with_line(nonce):
+            return "passed", 0, "exit 0" if nonce is None else "exit 0 and the run's nonce after check()"
+        return "failed", 0, "exit 0 without the run's nonce: the tests did not complete"
+    return "failed", returncode, f"exit {returncode}"
+
+
+def strip_nonce(text: str, nonce: str | None) -> str:
+    body = text.rstrip("\n")
+    if nonce and body.endswith(nonce):
+        body = body[: -len(nonce)]
+        return body[:-1] if body.endswith("\n") else body
+    return text
+
+
+class Sandbox(abc.ABC):
+    """Runs untrusted programs. Never executes them inside the harness process."""
+
+    name: str = "sandbox"
+
+    @abc.abstractmethod
+    def _execute(self, files: Mapping[str, str | bytes], command: Sequence[str], limits: Limits,
+                 nonce: str | None) -> Verdict:
+        """Backend-specific execution; `nonce` (when set) must end stdout for a pass."""
+
+    def run(self, files: Mapping[str, str | bytes], command: Sequence[str], limits: Limits | None = None,
+            *, nonce: str | None = None) -> Verdict:
+        """Write `files` into a fresh work dir, run `command` there under `limits`, report a Verdict.
+        With `nonce`, exit 0 counts as passed only if stdout's last line is the nonce."""
+        for name in files:
+            p = Path(name)
+            if p.is_absolute() or ".." in p.parts or not p.parts:
+                raise ValueError(f"file names must be relative paths inside the work dir: {name!r}")
+        verdict = self._execute(files, list(command), limits or Limits(), nonce)
+        verdict.backend = self.name
+        return verdict
+
+    def close(self) -> None:
+        """Release what the backend holds (containers, slots)."""
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# The driver reads the nonce from a file and deletes it before any program code runs, so the program cannot
+# read it off the disk; the nonce is printed only after check() returns.
+_DRIVER = '''\
+import os, sys
+def _harness_main():
+    with open(".nonce") as f:
+        nonce = f.read().strip()
+    os.unlink(".nonce")
+    with open("solution.py") as f:
+        source = f.read()
+    namespace = {"__name__": "__main__", "__file__": "solution.py"}
+    exec(compile(source, "solution.py", "exec"), namespace)
+    namespace["check"](namespace[ENTRY_POINT])
+    sys.stdout.flush()
+    os.write(1, ("\\n" + nonce + "\\n").encode())
+_harness_main()
+'''
+
+
+def program_files(program: str, test: str, entry_point: str, nonce: str) -> dict[str, str]:
+    """Files for "program + test code + entry point": solution.py holds both, the driver runs check()."""
+    if not entry_point.isidentifier():
+        raise ValueError(f"entry point must be an identifier: {entry_point!r}")
+    return {
+        "solution.py": program + "\n\n" + test + "\n",
+        "driver.py": _DRIVER.replace("ENTRY_POINT", repr(entry_point)),
+        ".nonce": nonce,
+    }
+
+
+def check_program(sandbox: Sandbox, program: str, test: str, entry_point: str, limits: Limits | None = None) -> Verdict:
+    """Run a program against its tests (`test` defines check(candidate)); passed only if check() returns."""
+    nonce = "harness-ok-" + secrets.token_hex(16)
+    verdict = sandbox.run(program_files(program, test, entry_point, nonce), ["python3", "-I", "driver.py"],
+                          limits, nonce=nonce)
+    verdict.stdout = strip_nonce(verdict.stdout, nonce)
+    return verdict
+
+
+def proc_uid_pids(uid: int) -> list[int]:
+    """Host processes owned by `uid` (used to find what a run left behind)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found

@@ -1,0 +1,77 @@
+"""local backend: runs programs as plain subprocesses of this machine, with rlimits and a timeout but no
+isolation (the program can read your files and reach the network). Only behind an explicit opt-in."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from typing import Mapping, Sequence
+
+from harness.errors import UsageError
+from sandbox.base import RUNNER_SOURCE, Limits, OutputBuffer, Sandbox, Verdict, classify, pump, runner_spec
+
+OPT_IN_ENV = "HARNESS_ALLOW_CODE_EVAL"
+
+
+def local_allowed(allow_unsandboxed: bool = False) -> bool:
+    return allow_unsandboxed or os.environ.get(OPT_IN_ENV) == "1"
+
+
+class LocalSandbox(Sandbox):
+    name = "local"
+
+    def __init__(self, allow_unsandboxed: bool = False):
+        if not local_allowed(allow_unsandboxed):
+            raise UsageError(f"the local backend runs model code unsandboxed: pass --allow-unsandboxed-code "
+                             f"or set {OPT_IN_ENV}=1")
+        warnings.warn("sandbox backend 'local' runs untrusted code WITHOUT isolation", RuntimeWarning, stacklevel=2)
+        self._python = shutil.which("python3") or sys.executable
+
+    def _execute(self, files: Mapping[str, str | bytes], command: Sequence[str], limits: Limits,
+                 nonce: str | None) -> Verdict:
+        scratch = tempfile.mkdtemp(prefix="harness-local-")
+        workdir = os.path.join(scratch, "work")
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": workdir, "LANG": "C.UTF-8"}
+        out, err = OutputBuffer(limits.output_bytes), OutputBuffer(limits.output_bytes)
+        try:
+            start = time.monotonic()
+            proc = subprocess.Popen([self._python, "-I", "-S", "-c", RUNNER_SOURCE, workdir], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=scratch,
+                                    start_new_session=True)
+            readers = [pump(proc.stdout, out), pump(proc.stderr, err)]
+            try:
+                proc.stdin.write(runner_spec(files, command, limits, nproc=None))
+                proc.stdin.close()
+            except OSError:
+                pass
+            result: list = []
+            waiter = threading.Thread(target=lambda: result.append(os.wait4(proc.pid, 0)), daemon=True)
+            waiter.start()
+            waiter.join(limits.timeout_s)
+            timed_out = waiter.is_alive()
+            try:  # the whole process group, also what a finished program left in the background
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            waiter.join(5)
+            wall = time.monotonic() - start
+            for r in readers:
+                r.join(2)
+            returncode, cpu = None, None
+            if result:
+                _, status, usage = result[0]
+                returncode = os.waitstatus_to_exitcode(status)
+                cpu = usage.ru_utime + usage.ru_stime
+            proc.returncode = returncode if returncode is not None else -9
+            status_, code, detail = classify(returncode=returncode, timed_out=timed_out, oom=False, stderr=err,
+                                             stdout=out, nonce=nonce)
+            return Verdict(status_, code, out.text(), err.text(), wall, cpu, out.truncated, err.truncated, detail=detail)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
