@@ -235,13 +235,24 @@ def check_program(sandbox: Sandbox, program: str, test: str, entry_point: str, l
     return verdict
 
 
+def _is_zombie(pid: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return True  # gone already
+
+
 def proc_uid_pids(uid: int) -> list[int]:
-    """Host processes owned by `uid` (used to find what a run left behind)."""
+    """Live host processes owned by `uid` (used to find what a run left behind).
+
+    Zombies are skipped: they hold nothing and cannot run, and where PID 1 does not reap
+    orphans (as on these machines) they would otherwise look like a run that never ends."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                if os.stat(f"/proc/{entry}").st_uid == uid:
+                if os.stat(f"/proc/{entry}").st_uid == uid and not _is_zombie(entry):
                     found.append(int(entry))
             except OSError:
                 continue
