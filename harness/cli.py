@@ -67,6 +67,9 @@ def run(
     db: Optional[Path] = DbOption,
     json_path: Optional[Path] = typer.Option(None, "--json", help="write {run_id, model, tasks: {task: {metric: {value, stderr, n}}}}"),
     no_progress: bool = typer.Option(False, "--no-progress"),
+    sandbox: str = typer.Option("auto", "--sandbox", help="where code tasks execute: auto|docker|bwrap|local"),
+    allow_unsandboxed_code: bool = typer.Option(False, "--allow-unsandboxed-code",
+                                                help="allow --sandbox local (model code runs on this machine)"),
 ) -> None:
     """Evaluate a model on tasks or a suite and store the run."""
     from harness.evaluator import DEFAULT_MODEL, RunConfig, evaluate
@@ -77,7 +80,8 @@ def run(
     if json_path is not None and not json_path.parent.is_dir():
         raise UsageError(f"--json: directory {json_path.parent} does not exist")
     config = RunConfig(tasks=selections, model=model or DEFAULT_MODEL, model_args=model_args, batch_size=batch_size,
-                       seed=seed, tags=tag, suite=suite_name, show_progress=not no_progress)
+                       seed=seed, tags=tag, suite=suite_name, show_progress=not no_progress,
+                       sandbox=sandbox, allow_unsandboxed_code=allow_unsandboxed_code)
     result = evaluate(config, _db(db))
     store = Store(_db(db), read_only=True)
     try:

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from harness import metadata, registry
+from harness import code_eval, metadata, registry
 from harness.backends.base import Backend, make_backend, parse_model_spec
 from harness.data import forced_source
 from harness.errors import UsageError
@@ -52,6 +52,8 @@ class RunConfig:
     suite: str | None = None
     db: Path | None = None
     show_progress: bool = True
+    sandbox: str = "auto"  # where code tasks execute: auto | docker | bwrap | local
+    allow_unsandboxed_code: bool = False  # lets --sandbox local run model code on this machine
 
 
 @dataclass
@@ -179,11 +181,19 @@ def evaluate(config: RunConfig, store_path: Path) -> RunResult:
         {"model": fingerprint, "seed": config.seed,
          "tasks": [[p.task.name, p.task.version, p.num_fewshot, p.limit, p.dataset.fingerprint, p.prompts_hash] for p in prepared]}
     )
-    store = Store(store_path)
+    # Chosen once per run and before the database opens, so "no sandbox" is a clean exit 2.
+    box = code_eval.open_sandbox(config.sandbox, config.allow_unsandboxed_code) \
+        if code_eval.needs_sandbox([p.task for p in prepared]) else None
     try:
-        return _execute(config, store, backend, prepared, fingerprint, config_hash)
+        store = Store(store_path)
+        try:
+            with code_eval.use_sandbox(box):
+                return _execute(config, store, backend, prepared, fingerprint, config_hash)
+        finally:
+            store.close()
     finally:
-        store.close()
+        if box is not None:
+            box.close()
         backend.close()
 
 

@@ -15,6 +15,7 @@ _GROUPS: dict[str, Group] = {}
 _BACKENDS: dict[str, str] = {
     # prefix -> "module:Class", imported only when used (vllm and llama.cpp are heavy or optional)
     "hf": "harness.backends.hf:HFBackend",
+    "replay": "harness.backends.replay:ReplayBackend",
 }
 _loaded = False
 

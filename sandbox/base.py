@@ -8,7 +8,7 @@ import os
 import secrets
 import signal
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Literal, Mapping, Sequence
 

@@ -1,0 +1,123 @@
+"""Scoring generated code: run each sample in the run's sandbox, count passes, pass@k.
+
+The sandbox is chosen once per run by the evaluator (`open_sandbox`) and made visible to the
+tasks' score functions through `use_sandbox`/`active_sandbox`, so a task stays a plain value
+that never decides where code runs. Model code never executes in this process.
+
+Code tasks also record which prompt belongs to which problem (`register_prompt`), so that the
+`replay:` backend can answer a Generate request with the stored completions of that problem.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from math import comb
+
+from harness.errors import UsageError
+from harness.filters import truncate_at_stop
+from harness.task import Scored
+
+log = logging.getLogger("harness")
+
+EXECUTES_CODE = "executes_code"  # task tag: the evaluator opens a sandbox for tasks carrying it
+ERROR_EXCERPT_CHARS = 600
+
+_active: list = []
+_prompt_task_ids: dict[str, str] = {}
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased estimator of Chen et al. (2021): 1 - C(n-c, k) / C(n, k), for n samples of which c passed."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n (n={n}, c={c}, k={k})")
+    if n - c < k:
+        return 1.0
+    return 1.0 - comb(n - c, k) / comb(n, k)
+
+
+# --- the run's sandbox -------------------------------------------------------------------------
+
+
+def needs_sandbox(tasks: Sequence) -> bool:
+    return any(EXECUTES_CODE in task.tags for task in tasks)
+
+
+def open_sandbox(kind: str, allow_unsandboxed: bool):
+    """The sandbox for this run; UsageError (exit 2) when none is available and local is not allowed."""
+    from sandbox import get_sandbox
+
+    if kind == "local" and allow_unsandboxed:
+        log.warning("code tasks run UNSANDBOXED on this machine (--sandbox local --allow-unsandboxed-code)")
+    return get_sandbox(kind, allow_unsandboxed=allow_unsandboxed)
+
+
+@contextmanager
+def use_sandbox(box) -> Iterator[None]:
+    """Make `box` the sandbox that code tasks' score functions use inside this block (None: no change)."""
+    if box is None:
+        yield
+        return
+    _active.append(box)
+    try:
+        yield
+    finally:
+        _active.pop()
+
+
+def active_sandbox():
+    if not _active:
+        raise UsageError("this task executes code and needs a sandbox: run it through `harness run` "
+                         "(--sandbox auto|docker|bwrap|local) or inside code_eval.use_sandbox(...)")
+    return _active[-1]
+
+
+# --- prompt -> problem, for the replay backend -------------------------------------------------
+
+
+def register_prompt(prompt: str, task_id: str) -> None:
+    _prompt_task_ids[prompt] = str(task_id)
+
+
+def task_id_for_prompt(prompt: str) -> str | None:
+    return _prompt_task_ids.get(prompt)
+
+
+# --- scoring -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Program:
+    """What runs in the sandbox for one sample: `test` defines check(candidate), called on `entry_point`."""
+
+    source: str
+    test: str
+    entry_point: str
+
+
+def error_excerpt(verdict) -> str:
+    if verdict.status == "passed":
+        return ""
+    text = verdict.stderr.strip() or verdict.detail or verdict.stdout.strip()
+    return text[-ERROR_EXCERPT_CHARS:]
+
+
+def score_completions(completions: Sequence[str], stop: Sequence[str], to_program: Callable[[str], Program],
+                      ks: Sequence[int]) -> Scored:
+    """Cut each completion at the stop sequences, run it, and report pass@k for each k <= n."""
+    from sandbox import Limits, check_program
+
+    box = active_sandbox()
+    samples = []
+    for raw in completions:
+        completion = truncate_at_stop(raw, tuple(stop))
+        program = to_program(completion)
+        verdict = check_program(box, program.source, program.test, program.entry_point, Limits())
+        samples.append({"completion": completion, "status": verdict.status, "error": error_excerpt(verdict)})
+    n = len(samples)
+    passed = sum(s["status"] == "passed" for s in samples)
+    metrics = {f"pass@{k}": pass_at_k(n, passed, k) for k in ks if k <= n} if n else {}
+    return Scored(metrics=metrics, response={"samples": samples, "n": n, "passed": passed},
+                  extracted=samples[0]["status"] if samples else None)
