@@ -7,10 +7,12 @@ import json
 import os
 import secrets
 import signal
+import subprocess
 import threading
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Literal, Mapping, Sequence
+from typing import IO, Callable, Literal, Mapping, Sequence
 
 Status = Literal["passed", "failed", "timeout", "oom", "killed", "error"]
 
@@ -108,6 +110,50 @@ def pump(stream: IO[bytes], buf: OutputBuffer) -> threading.Thread:
     t = threading.Thread(target=_run, daemon=True)
     t.start()
     return t
+
+
+@dataclass(frozen=True)
+class Finished:
+    """How a supervised process ended: exit code Popen-style (negative = signal), CPU of the
+    process tree we waited for, whether the wall-clock limit hit, seconds since `start`."""
+
+    returncode: int | None
+    cpu_s: float | None
+    timed_out: bool
+    wall_s: float
+
+
+def supervise(proc: subprocess.Popen, spec: bytes, out: OutputBuffer, err: OutputBuffer, *, timeout_s: float,
+              start: float, stop: Callable[[], None], stop_always: bool = False, grace_s: float = 5.0) -> Finished:
+    """Feed the runner its spec, wait up to timeout_s, then `stop` what is left (on timeout, or always),
+    and collect the output. The one supervision loop every backend shares."""
+    readers = [pump(proc.stdout, out), pump(proc.stderr, err)]
+    try:
+        proc.stdin.write(spec)
+        proc.stdin.close()
+    except OSError:
+        pass  # the runner died before reading its spec: its exit status says why
+    result: list = []
+    waiter = threading.Thread(target=lambda: result.append(os.wait4(proc.pid, 0)), daemon=True)
+    waiter.start()
+    waiter.join(timeout_s)
+    timed_out = waiter.is_alive()
+    if timed_out or stop_always:
+        stop()
+    waiter.join(grace_s)
+    if waiter.is_alive():  # stop() did not end it: the client itself goes
+        proc.kill()
+        waiter.join()
+    wall = time.monotonic() - start
+    for reader in readers:
+        reader.join(2)
+    returncode, cpu = None, None
+    if result:
+        _, status, usage = result[0]
+        returncode = os.waitstatus_to_exitcode(status)
+        cpu = usage.ru_utime + usage.ru_stime
+    proc.returncode = returncode if returncode is not None else -9  # reaped by wait4, not by Popen
+    return Finished(returncode, cpu, timed_out, wall)
 
 
 def runner_spec(files: Mapping[str, str | bytes], command: Sequence[str], limits: Limits, *, nproc: int | None) -> bytes:

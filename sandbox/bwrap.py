@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from harness.errors import UsageError
-from sandbox.base import RUNNER_SOURCE, Limits, OutputBuffer, Sandbox, Verdict, classify, proc_uid_pids, pump, runner_spec
+from sandbox.base import (RUNNER_SOURCE, Limits, OutputBuffer, Sandbox, Verdict, classify, proc_uid_pids, runner_spec,
+                          supervise)
 
 PYTHON = "/usr/bin/python3"
 WORKDIR = "/tmp/work"
@@ -95,33 +96,13 @@ class BwrapSandbox(Sandbox):
         proc = subprocess.Popen(self._argv(limits), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, env={"PATH": "/usr/bin:/bin"}, cwd="/",
                                 start_new_session=True, preexec_fn=drop_privileges)
-        readers = [pump(proc.stdout, out), pump(proc.stderr, err)]
-        try:
-            proc.stdin.write(spec)
-            proc.stdin.close()
-        except OSError:
-            pass
-        result: list = []
-        waiter = threading.Thread(target=lambda: result.append(os.wait4(proc.pid, 0)), daemon=True)
-        waiter.start()
-        waiter.join(limits.timeout_s)
-        timed_out = waiter.is_alive()
-        if timed_out:
-            # bwrap's inner init has PR_SET_PDEATHSIG: killing our session takes the pid namespace down with it.
-            self._kill_group(proc.pid)
-            waiter.join(5)
-        wall = time.monotonic() - start
-        for r in readers:
-            r.join(2)
-        returncode, cpu = None, None
-        if result:
-            _, status, usage = result[0]
-            returncode = os.waitstatus_to_exitcode(status)
-            cpu = usage.ru_utime + usage.ru_stime
-        proc.returncode = returncode if returncode is not None else -9
-        status_, code, detail = classify(returncode=returncode, timed_out=timed_out, oom=False, stderr=err,
+        # bwrap's inner init has PR_SET_PDEATHSIG: killing our session takes the pid namespace down with it.
+        done = supervise(proc, spec, out, err, timeout_s=limits.timeout_s, start=start,
+                         stop=lambda: self._kill_group(proc.pid))
+        status_, code, detail = classify(returncode=done.returncode, timed_out=done.timed_out, oom=False, stderr=err,
                                          stdout=out, nonce=nonce, signal_exit_codes=True)
-        return Verdict(status_, code, out.text(), err.text(), wall, cpu, out.truncated, err.truncated, detail=detail)
+        return Verdict(status_, code, out.text(), err.text(), done.wall_s, done.cpu_s, out.truncated, err.truncated,
+                       detail=detail)
 
     @staticmethod
     def _kill_group(pid: int) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from harness.errors import UsageError
-from sandbox.base import RUNNER_SOURCE, Limits, OutputBuffer, Sandbox, Verdict, classify, pump, runner_spec
+from sandbox.base import RUNNER_SOURCE, Limits, OutputBuffer, Sandbox, Verdict, classify, runner_spec, supervise
 from sandbox.image import IMAGE, SANDBOX_UID, ensure_image
 
 LABEL = "harness.sandbox"
@@ -213,30 +213,14 @@ class DockerSandbox(Sandbox):
                 "python3", "-I", "-S", "-c", RUNNER_SOURCE, WORKDIR]
         start = time.monotonic()
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        readers = [pump(proc.stdout, out), pump(proc.stderr, err)]
-        try:
-            proc.stdin.write(spec)
-            proc.stdin.close()
-        except OSError:
-            pass
-        timed_out = False
-        try:
-            proc.wait(timeout=limits.timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            self._remove(cid)  # stops everything the run started; the exec client then ends by itself
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        wall = time.monotonic() - start
-        for r in readers:
-            r.join(2)
+        # on timeout the container goes: that stops everything the run started, and the exec client ends by itself
+        done = supervise(proc, spec, out, err, timeout_s=limits.timeout_s, start=start,
+                         stop=lambda: self._remove(cid), grace_s=30)
+        timed_out, wall = done.timed_out, done.wall_s
         cpu1, oom1 = cgroup.cpu_s(), cgroup.oom_kills()
         cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
         oom = oom0 is not None and oom1 is not None and oom1 > oom0
-        rc = proc.returncode
+        rc = done.returncode
         if not timed_out and rc in (125, 126, 127) and ("Error response from daemon" in err.text()
                                                          or "OCI runtime" in err.text()):
             return Verdict("error", rc, out.text(), err.text(), wall, cpu, detail="docker exec failed"), False

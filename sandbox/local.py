@@ -9,15 +9,21 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import warnings
 from typing import Mapping, Sequence
 
 from harness.errors import UsageError
-from sandbox.base import RUNNER_SOURCE, Limits, OutputBuffer, Sandbox, Verdict, classify, pump, runner_spec
+from sandbox.base import RUNNER_SOURCE, Limits, OutputBuffer, Sandbox, Verdict, classify, runner_spec, supervise
 
 OPT_IN_ENV = "HARNESS_ALLOW_CODE_EVAL"
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # already gone
 
 
 def local_allowed(allow_unsandboxed: bool = False) -> bool:
@@ -48,33 +54,12 @@ class LocalSandbox(Sandbox):
             proc = subprocess.Popen([self._python, "-I", "-S", "-c", RUNNER_SOURCE, workdir], stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=scratch,
                                     start_new_session=True)
-            readers = [pump(proc.stdout, out), pump(proc.stderr, err)]
-            try:
-                proc.stdin.write(runner_spec(files, command, limits, nproc=None))
-                proc.stdin.close()
-            except OSError:
-                pass
-            result: list = []
-            waiter = threading.Thread(target=lambda: result.append(os.wait4(proc.pid, 0)), daemon=True)
-            waiter.start()
-            waiter.join(limits.timeout_s)
-            timed_out = waiter.is_alive()
-            try:  # the whole process group, also what a finished program left in the background
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            waiter.join(5)
-            wall = time.monotonic() - start
-            for r in readers:
-                r.join(2)
-            returncode, cpu = None, None
-            if result:
-                _, status, usage = result[0]
-                returncode = os.waitstatus_to_exitcode(status)
-                cpu = usage.ru_utime + usage.ru_stime
-            proc.returncode = returncode if returncode is not None else -9
-            status_, code, detail = classify(returncode=returncode, timed_out=timed_out, oom=False, stderr=err,
-                                             stdout=out, nonce=nonce)
-            return Verdict(status_, code, out.text(), err.text(), wall, cpu, out.truncated, err.truncated, detail=detail)
+            done = supervise(proc, runner_spec(files, command, limits, nproc=None), out, err,
+                             timeout_s=limits.timeout_s, start=start, stop=lambda: _kill_group(proc.pid),
+                             stop_always=True)  # the whole group, also what a finished program left running
+            status_, code, detail = classify(returncode=done.returncode, timed_out=done.timed_out, oom=False,
+                                             stderr=err, stdout=out, nonce=nonce)
+            return Verdict(status_, code, out.text(), err.text(), done.wall_s, done.cpu_s, out.truncated,
+                           err.truncated, detail=detail)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
