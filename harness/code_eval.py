@@ -106,16 +106,19 @@ def error_excerpt(verdict) -> str:
 
 def score_completions(completions: Sequence[str], stop: Sequence[str], to_program: Callable[[str], Program],
                       ks: Sequence[int]) -> Scored:
-    """Cut each completion at the stop sequences, run it, and report pass@k for each k <= n."""
-    from sandbox import Limits, check_program
+    """Cut each completion at the stop sequences, run them, and report pass@k for each k <= n.
+
+    All n programs go to the sandbox at once (`check_programs` -> `Sandbox.run_many`): on docker and bwrap they run
+    in warm sessions, several at a time, with the same verdict each would get alone."""
+    from sandbox import Limits
+    from sandbox.base import check_programs
 
     box = active_sandbox()
-    samples = []
-    for raw in completions:
-        completion = truncate_at_stop(raw, tuple(stop))
-        program = to_program(completion)
-        verdict = check_program(box, program.source, program.test, program.entry_point, Limits())
-        samples.append({"completion": completion, "status": verdict.status, "error": error_excerpt(verdict)})
+    cut = [truncate_at_stop(raw, tuple(stop)) for raw in completions]
+    programs = [to_program(completion) for completion in cut]
+    verdicts = check_programs(box, [(p.source, p.test, p.entry_point) for p in programs], Limits())
+    samples = [{"completion": completion, "status": verdict.status, "error": error_excerpt(verdict)}
+               for completion, verdict in zip(cut, verdicts)]
     n = len(samples)
     passed = sum(s["status"] == "passed" for s in samples)
     metrics = {f"pass@{k}": pass_at_k(n, passed, k) for k in ks if k <= n} if n else {}

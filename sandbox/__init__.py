@@ -4,10 +4,12 @@
     with get_sandbox("auto") as box:
         verdict = box.run({"main.py": source}, ["python3", "main.py"], Limits(timeout_s=10))
         verdict = check_program(box, program, test_code, entry_point)   # passed only if check() returned
+        verdicts = check_programs(box, [(program, test_code, entry_point), ...])  # many, through warm sessions
+        verdicts = box.run_many([Job(files, command, limits), ...])         # same verdicts as run() one by one
 """
 
 from sandbox.auto import BACKENDS, get_sandbox, resolve_backend
-from sandbox.base import Limits, Sandbox, Status, Verdict, check_program, program_files
+from sandbox.base import Job, Limits, Sandbox, Status, Verdict, check_program, check_programs, program_files
 
-__all__ = ["BACKENDS", "Limits", "Sandbox", "Status", "Verdict", "check_program", "get_sandbox", "program_files",
-           "resolve_backend"]
+__all__ = ["BACKENDS", "Job", "Limits", "Sandbox", "Status", "Verdict", "check_program", "check_programs",
+           "get_sandbox", "program_files", "resolve_backend"]

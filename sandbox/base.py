@@ -10,7 +10,8 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import asdict, dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Callable, Literal, Mapping, Sequence
 
@@ -156,22 +157,19 @@ def supervise(proc: subprocess.Popen, spec: bytes, out: OutputBuffer, err: Outpu
     return Finished(returncode, cpu, timed_out, wall)
 
 
+def rlimits(limits: Limits, nproc: int | None) -> dict:
+    """The rlimits the in-sandbox runner sets before the program starts."""
+    return {"as": limits.memory_mb * 1024 * 1024, "fsize": limits.file_size_mb * 1024 * 1024,
+            "cpu": limits.cpu_seconds(), "nproc": nproc}
+
+
 def runner_spec(files: Mapping[str, str | bytes], command: Sequence[str], limits: Limits, *, nproc: int | None) -> bytes:
     """The JSON the in-sandbox runner reads on stdin: files to write, command to exec, rlimits."""
     encoded = {}
     for name, content in files.items():
         data = content.encode() if isinstance(content, str) else bytes(content)
         encoded[name] = data.hex()
-    return json.dumps({
-        "files": encoded,
-        "command": list(command),
-        "rlimits": {
-            "as": limits.memory_mb * 1024 * 1024,
-            "fsize": limits.file_size_mb * 1024 * 1024,
-            "cpu": limits.cpu_seconds(),
-            "nproc": nproc,
-        },
-    }).encode()
+    return json.dumps({"files": encoded, "command": list(command), "rlimits": rlimits(limits, nproc)}).encode()
 
 
 def classify(*, returncode: int | None, timed_out: bool, oom: bool, stderr: OutputBuffer, stdout: OutputBuffer,
@@ -210,10 +208,28 @@ def strip_nonce(text: str, nonce: str | None) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class Job:
+    """One execution for `Sandbox.run_many`: the arguments of `Sandbox.run`."""
+
+    files: Mapping[str, str | bytes]
+    command: Sequence[str]
+    limits: Limits = field(default_factory=Limits)
+    nonce: str | None = None
+
+
+def _check_names(files: Mapping[str, str | bytes]) -> None:
+    for name in files:
+        p = Path(name)
+        if p.is_absolute() or ".." in p.parts or not p.parts:
+            raise ValueError(f"file names must be relative paths inside the work dir: {name!r}")
+
+
 class Sandbox(abc.ABC):
     """Runs untrusted programs. Never executes them inside the harness process."""
 
     name: str = "sandbox"
+    workers: int = os.cpu_count() or 2  # executions in flight at once in run_many
 
     @abc.abstractmethod
     def _execute(self, files: Mapping[str, str | bytes], command: Sequence[str], limits: Limits,
@@ -224,13 +240,31 @@ class Sandbox(abc.ABC):
             *, nonce: str | None = None) -> Verdict:
         """Write `files` into a fresh work dir, run `command` there under `limits`, report a Verdict.
         With `nonce`, exit 0 counts as passed only if stdout's last line is the nonce."""
-        for name in files:
-            p = Path(name)
-            if p.is_absolute() or ".." in p.parts or not p.parts:
-                raise ValueError(f"file names must be relative paths inside the work dir: {name!r}")
+        _check_names(files)
         verdict = self._execute(files, list(command), limits or Limits(), nonce)
         verdict.backend = self.name
         return verdict
+
+    def run_many(self, jobs: Sequence[Job], workers: int | None = None) -> list[Verdict]:
+        """Run many jobs, `workers` at a time, each with the same guarantees and verdict as `run` alone.
+        Backends with warm sessions (bwrap, docker) run them through already started sandboxes."""
+        for job in jobs:
+            _check_names(job.files)
+
+        def one(job: Job) -> Verdict:
+            verdict = self._execute_warm(job)
+            verdict.backend = self.name
+            return verdict
+
+        n = max(1, min(workers or self.workers, len(jobs)))
+        if n == 1:
+            return [one(job) for job in jobs]
+        with ThreadPoolExecutor(n, thread_name_prefix=f"sandbox-{self.name}") as pool:
+            return list(pool.map(one, jobs))
+
+    def _execute_warm(self, job: Job) -> Verdict:
+        """One job of run_many; backends with sessions override it (and fall back to _execute)."""
+        return self._execute(job.files, list(job.command), job.limits, job.nonce)
 
     def close(self) -> None:
         """Release what the backend holds (containers, slots)."""
@@ -279,6 +313,18 @@ def check_program(sandbox: Sandbox, program: str, test: str, entry_point: str, l
                           limits, nonce=nonce)
     verdict.stdout = strip_nonce(verdict.stdout, nonce)
     return verdict
+
+
+def check_programs(sandbox: Sandbox, programs: Sequence[tuple[str, str, str]], limits: Limits | None = None,
+                   workers: int | None = None) -> list[Verdict]:
+    """check_program for many (program, test, entry_point) at once, through `run_many`; same verdicts."""
+    nonces = ["harness-ok-" + secrets.token_hex(16) for _ in programs]
+    jobs = [Job(program_files(program, test, entry_point, nonce), ["python3", "-I", "driver.py"], limits or Limits(),
+                nonce) for (program, test, entry_point), nonce in zip(programs, nonces)]
+    verdicts = sandbox.run_many(jobs, workers)
+    for verdict, nonce in zip(verdicts, nonces):
+        verdict.stdout = strip_nonce(verdict.stdout, nonce)
+    return verdicts
 
 
 def _is_zombie(pid: str) -> bool:

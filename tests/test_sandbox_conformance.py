@@ -3,6 +3,10 @@
 docker runs where a daemon answers (skipped with the reason otherwise; CI starts one), bwrap wherever
 bubblewrap is installed, local only for the benign cases (it is not a sandbox). Every attack must be
 contained, leave nothing running and nothing written on the host, and get the right status.
+
+docker and bwrap run every case twice: `single` (one sandbox invocation per program, `Sandbox.run`) and `batch`
+(through `Sandbox.run_many`, i.e. as one program of a warm session that runs program after program in forked
+children); both must give the same verdicts. tests/test_sandbox_batch.py covers what is particular to sessions.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import pytest
 
 from harness.errors import UsageError
 from sandbox import Limits, check_program, get_sandbox, resolve_backend
+from sandbox.base import Job
 from sandbox.bwrap import bwrap_available
 from sandbox.docker import LABEL, docker_available
 
@@ -49,14 +54,38 @@ def _close_boxes():
     _boxes.clear()
 
 
-@pytest.fixture(params=["docker", "bwrap"])
+class BatchView:
+    """The same sandbox, every run going through `run_many`: each case runs inside a warm session (or, where the
+    program destroyed its session, again alone: "rerun"); never without trying a session ("cold")."""
+
+    def __init__(self, box):
+        self.box = box
+
+    def run(self, files, command, limits=None, *, nonce=None):
+        before = self.box.session_counts
+        verdict = self.box.run_many([Job(files, command, limits or Limits(), nonce)])[0]
+        after = self.box.session_counts
+        assert after.get("cold", 0) == before.get("cold", 0), "run_many did not get a session"
+        return verdict
+
+    def __getattr__(self, name):
+        return getattr(self.box, name)
+
+
+def _view(param: str):
+    name, _, mode = param.partition("-")
+    box = _box(name)
+    return BatchView(box) if mode == "batch" else box
+
+
+@pytest.fixture(params=["docker-single", "docker-batch", "bwrap-single", "bwrap-batch"])
 def box(request):
-    return _box(request.param)
+    return _view(request.param)
 
 
-@pytest.fixture(params=["docker", "bwrap", "local"])
+@pytest.fixture(params=["docker-single", "docker-batch", "bwrap-single", "bwrap-batch", "local"])
 def any_box(request):
-    return _box(request.param)
+    return _view(request.param)
 
 
 def run_py(box, source: str, timeout: float = 5.0, name: str = "main.py", **limits):
@@ -277,9 +306,13 @@ print("spawned")
 
 
 def test_work_dir_is_fresh_each_run(box):
-    run_py(box, "open('/tmp/leftover', 'w').write('x')\nopen('left2', 'w').write('x')\n")
-    v = run_py(box, "import os\nprint(os.path.exists('/tmp/leftover'), os.path.exists('left2'))\n")
-    assert v.stdout.strip() == "False False", v
+    # also what a pooled container keeps between runs unless emptied: /dev/shm and System V IPC objects
+    run_py(box, "open('/tmp/leftover', 'w').write('x')\nopen('left2', 'w').write('x')\n"
+                "open('/dev/shm/left3', 'w').write('x')\nimport ctypes\n"
+                "ctypes.CDLL(None).shmget(0x4243, 4096, 0o1000 | 0o600)\n")
+    v = run_py(box, "import os\nprint(os.path.exists('/tmp/leftover'), os.path.exists('left2'), "
+                    "os.path.exists('/dev/shm/left3'), len(open('/proc/sysvipc/shm').read().splitlines()))\n")
+    assert v.stdout.strip() == "False False False 1", v
 
 
 def test_runs_as_unprivileged_user(box):
