@@ -103,6 +103,7 @@ def prepare_tasks(selections: list[TaskSelection], seed: int) -> list[PreparedTa
 
 
 def check_support(backend: Backend, prepared: list[PreparedTask]) -> None:
+    backend.check({kind for p in prepared for kind in p.task.request_kinds})  # a server backend asks the server
     for p in prepared:
         missing = set(p.task.request_kinds) - set(backend.supports)
         if missing:

@@ -15,7 +15,10 @@ _GROUPS: dict[str, Group] = {}
 _BACKENDS: dict[str, str] = {
     # prefix -> "module:Class", imported only when used (vllm and llama.cpp are heavy or optional)
     "hf": "harness.backends.hf:HFBackend",
+    "gguf": "harness.backends.gguf:GGUFBackend",
+    "vllm": "harness.backends.vllm:VLLMBackend",
     "replay": "harness.backends.replay:ReplayBackend",
+    "openai": "harness.backends.openai:OpenAIBackend",
 }
 _loaded = False
 

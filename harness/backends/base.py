@@ -66,6 +66,9 @@ class Backend(ABC):
     def fingerprint(self) -> str:
         """Identity of the model and of every argument that changes its answers (cache key)."""
 
+    def check(self, kinds: set[str]) -> None:
+        """Called before a run with the request kinds it needs; raise UsageError to refuse (may ask a server)."""
+
     def describe(self) -> dict:
         """Reproducibility metadata: tokenizer and chat-template hashes, dtype, device, arguments."""
         return {"backend": self.name, "spec": self.spec.text, "args": self.spec.args}
