@@ -46,6 +46,16 @@ def _selections(tasks: Optional[str], suite: Optional[str], limit: Optional[int]
     return name, selections
 
 
+def _judge_config(spec: Optional[str], args: Optional[str], repeats: int, mode: str, baseline: Optional[Path]):
+    from harness.judge_stage import JudgeConfig
+
+    if spec is None:
+        if args is not None or repeats != 1 or mode != "single" or baseline is not None:
+            raise UsageError("--judge-args, --judge-repeats, --judge-mode and --baseline-answers need --judge SPEC")
+        return None
+    return JudgeConfig(spec=spec, args=args, repeats=repeats, mode=mode, baseline_answers=baseline)
+
+
 def _json_summary(result, path: Path) -> None:
     tasks: dict[str, dict] = {}
     for row in result.metrics:
@@ -70,6 +80,15 @@ def run(
     sandbox: str = typer.Option("auto", "--sandbox", help="where code tasks execute: auto|docker|bwrap|local"),
     allow_unsandboxed_code: bool = typer.Option(False, "--allow-unsandboxed-code",
                                                 help="allow --sandbox local (model code runs on this machine)"),
+    judge: Optional[str] = typer.Option(None, "--judge", help="judge of judged tasks (mt_bench): any model spec, "
+                                        "e.g. openai:gpt-4o@https://api.openai.com/v1"),
+    judge_args: Optional[str] = typer.Option(None, "--judge-args", help="temperature=,max_tokens=,seed=,retries= "
+                                             "for the judge; other key=value pairs go to its backend"),
+    judge_repeats: int = typer.Option(1, "--judge-repeats", min=1, help="ask each judgment N times and report the "
+                                      "judge's variance (needs temperature > 0 or a seed in --judge-args)"),
+    judge_mode: str = typer.Option("single", "--judge-mode", help="single (a 1-10 rating) | pairwise (against --baseline-answers)"),
+    baseline_answers: Optional[Path] = typer.Option(None, "--baseline-answers",
+                                                    help="pairwise baseline: a FastChat model_answer .jsonl file"),
 ) -> None:
     """Evaluate a model on tasks or a suite and store the run."""
     from harness.evaluator import DEFAULT_MODEL, RunConfig, evaluate
@@ -81,17 +100,23 @@ def run(
         raise UsageError(f"--json: directory {json_path.parent} does not exist")
     config = RunConfig(tasks=selections, model=model or DEFAULT_MODEL, model_args=model_args, batch_size=batch_size,
                        seed=seed, tags=tag, suite=suite_name, show_progress=not no_progress,
-                       sandbox=sandbox, allow_unsandboxed_code=allow_unsandboxed_code)
+                       sandbox=sandbox, allow_unsandboxed_code=allow_unsandboxed_code,
+                       judge=_judge_config(judge, judge_args, judge_repeats, judge_mode, baseline_answers))
     result = evaluate(config, _db(db))
     store = Store(_db(db), read_only=True)
     try:
         info = store.run(result.run_id)
         task_info = {r.task: {"version": r.task_version, "num_fewshot": r.num_fewshot} for r in info["task_rows"].itertuples()}
         print_table(metrics_table(store.metrics(result.run_id), task_info, title=f"run {result.run_id} · {result.model}"))
+        judge_info = json.loads(info["metadata"] or "{}").get("judge")
     finally:
         store.close()
     for group, how in result.groups.items():
         typer.echo(f"{group}: {how} (as lm-evaluation-harness 0.4)")
+    if judge_info:
+        j = judge_info["stats"]
+        typer.echo(f"judge {judge_info['spec']} ({judge_info['mode']}): {j['requested']} judge requests, {j['cached']} from cache, "
+                   f"{j['computed']} computed, {j['failed']} failed")
     s = result.stats
     typer.echo(f"run {result.run_id}{' (resumed)' if result.resumed else ''}: {s.unique} unique requests, "
                f"{s.cached} from cache, {s.computed} computed; stored in {_db(db)}")
@@ -152,7 +177,7 @@ def show(run_ref: str = typer.Argument(..., metavar="RUN"), db: Optional[Path] =
         meta = json.loads(info["metadata"] or "{}")
         typer.echo(f"run {run_id}  status={info['status']}  model={info['model']}  fingerprint={info['model_fingerprint'][:16]}")
         typer.echo(f"created {info['created_at']}  finished {info['finished_at']}  tags={','.join(info['tags']) or '-'}  suite={info['suite'] or '-'}")
-        for key in ("harness_version", "git", "python", "libraries", "hardware", "backend"):
+        for key in ("harness_version", "git", "python", "libraries", "hardware", "backend", "judge"):
             if key in meta:
                 typer.echo(f"{key}: {json.dumps(meta[key], default=str)}")
         task_info = {r.task: {"version": r.task_version, "num_fewshot": r.num_fewshot} for r in info["task_rows"].itertuples()}

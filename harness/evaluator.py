@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from harness import code_eval, metadata, registry
+from harness import code_eval, judge_stage, metadata, registry
 from harness.backends.base import Backend, make_backend, parse_model_spec
 from harness.data import forced_source
 from harness.errors import UsageError
@@ -54,6 +54,7 @@ class RunConfig:
     show_progress: bool = True
     sandbox: str = "auto"  # where code tasks execute: auto | docker | bwrap | local
     allow_unsandboxed_code: bool = False  # lets --sandbox local run model code on this machine
+    judge: judge_stage.JudgeConfig | None = None  # grades judged tasks (mt_bench): --judge SPEC and its options
 
 
 @dataclass
@@ -177,11 +178,13 @@ def evaluate(config: RunConfig, store_path: Path) -> RunResult:
     backend = make_backend(spec)
     prepared = prepare_tasks(config.tasks, config.seed)
     check_support(backend, prepared)
+    judge = judge_stage.open_judge(config.judge, prepared, config.seed)  # None unless a selected task is judged
     fingerprint = backend.fingerprint()
-    config_hash = sha256_json(
-        {"model": fingerprint, "seed": config.seed,
-         "tasks": [[p.task.name, p.task.version, p.num_fewshot, p.limit, p.dataset.fingerprint, p.prompts_hash] for p in prepared]}
-    )
+    identity = {"model": fingerprint, "seed": config.seed,
+                "tasks": [[p.task.name, p.task.version, p.num_fewshot, p.limit, p.dataset.fingerprint, p.prompts_hash] for p in prepared]}
+    if judge is not None:
+        identity["judge"] = judge.identity()  # a run graded by another judge is another run
+    config_hash = sha256_json(identity)
     # Chosen once per run and before the database opens, so "no sandbox" is a clean exit 2.
     box = code_eval.open_sandbox(config.sandbox, config.allow_unsandboxed_code) \
         if code_eval.needs_sandbox([p.task for p in prepared]) else None
@@ -189,16 +192,19 @@ def evaluate(config: RunConfig, store_path: Path) -> RunResult:
         store = Store(store_path)
         try:
             with code_eval.use_sandbox(box):
-                return _execute(config, store, backend, prepared, fingerprint, config_hash)
+                return _execute(config, store, backend, prepared, fingerprint, config_hash, judge)
         finally:
             store.close()
     finally:
         if box is not None:
             box.close()
+        if judge is not None:
+            judge.close()
         backend.close()
 
 
-def _execute(config: RunConfig, store: Store, backend: Backend, prepared: list[PreparedTask], fingerprint: str, config_hash: str) -> RunResult:
+def _execute(config: RunConfig, store: Store, backend: Backend, prepared: list[PreparedTask], fingerprint: str, config_hash: str,
+             judge: judge_stage.JudgeSession | None = None) -> RunResult:
     run_id = store.resumable_run(config_hash)
     resumed = run_id is not None
     if run_id is None:
@@ -207,7 +213,8 @@ def _execute(config: RunConfig, store: Store, backend: Backend, prepared: list[P
             run_id, config_hash,
             {"model": backend.spec.text, "model_fingerprint": fingerprint, "backend": backend.name,
              "backend_args": redact(backend.spec.args), "suite": config.suite, "tasks": [p.task.name for p in prepared],
-             "num_fewshot": None, "limit": None, "seed": config.seed},
+             "num_fewshot": None, "limit": None, "seed": config.seed,
+             "metadata": {"judge": judge.describe()} if judge is not None else {}},
             config.tags,
         )
     else:
@@ -220,17 +227,21 @@ def _execute(config: RunConfig, store: Store, backend: Backend, prepared: list[P
             store.record_task(run_id, {"task": p.task.name, "version": p.task.version, "num_fewshot": p.num_fewshot,
                                        "source": p.dataset.source, "fingerprint": p.dataset.fingerprint,
                                        "n_docs": len(p.instances), "prompts_hash": p.prompts_hash})
-        writer = SampleWriter(store, run_id, prepared)
+        writer = SampleWriter(store, run_id, [p for p in prepared if not judge_stage.is_staged(p.task)])
         scheduler.answer(writer.requests(), on_flush=writer.write_ready)
         if writer.pending:
             raise RuntimeError(f"{len(writer.pending)} documents were left without answers")
+        judge_stage.run_stages(store, run_id, prepared, scheduler, judge)  # judged tasks: answer, then grade
         rows, groups = aggregate_run(store, run_id, prepared)
+        rows = judge_stage.finish_metrics(store, run_id, prepared, rows, judge)
         store.write_metrics(run_id, rows)
         meta = metadata.collect(backend.describe() | {"args": redact(backend.spec.args)}, config.seed)
         meta["tasks"] = {p.task.name: {"version": p.task.version, "num_fewshot": p.num_fewshot, "limit": p.limit,
                                        "source": p.dataset.source, "dataset_fingerprint": p.dataset.fingerprint,
                                        "prompts_hash": p.prompts_hash} for p in prepared}
         meta["schedule"] = vars(scheduler.stats)
+        if judge is not None:
+            meta["judge"] = judge.describe()
         store.set_status(run_id, "complete", meta)
     except BaseException:
         store.set_status(run_id, "failed")
