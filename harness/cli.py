@@ -191,7 +191,7 @@ def show(run_ref: str = typer.Argument(..., metavar="RUN"), db: Optional[Path] =
 
 # Command groups that live in their own modules register on `app` when imported here.
 # One line per module; keep this list sorted.
-COMMAND_MODULES: tuple[str, ...] = ("harness.cli_decisions", "harness.cli_rag", "harness.cli_report", "harness.cli_sandbox")
+COMMAND_MODULES: tuple[str, ...] = ("harness.cli_bench", "harness.cli_decisions", "harness.cli_rag", "harness.cli_report", "harness.cli_sandbox")
 
 
 def _register_command_modules() -> None:

@@ -77,6 +77,87 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (model_fingerprint, request_hash)
         )""",
     ],
+    # version 2: serving benchmarks (harness bench; see harness/bench/store.py)
+    [
+        """CREATE TABLE bench_runs (
+            bench_id VARCHAR PRIMARY KEY,
+            status VARCHAR NOT NULL,            -- running | complete | failed
+            created_at TIMESTAMP NOT NULL,
+            finished_at TIMESTAMP,
+            target VARCHAR NOT NULL,            -- endpoint URL or in-process model spec
+            model VARCHAR NOT NULL,
+            backend VARCHAR NOT NULL,           -- openai-http | hf | gguf | vllm
+            api VARCHAR,
+            dataset VARCHAR NOT NULL,
+            input_len INTEGER,
+            output_len INTEGER,
+            num_prompts INTEGER,
+            duration_s DOUBLE,
+            warmup INTEGER,
+            ignore_eos BOOLEAN,
+            seed INTEGER,
+            slo JSON,
+            gpu_cost_per_hour DOUBLE,
+            tokenizer VARCHAR,
+            token_count_source VARCHAR,         -- usage | tokenizer | chunks | engine | mixed(...)
+            config JSON,
+            metadata JSON
+        )""",
+        "CREATE TABLE bench_run_tags (bench_id VARCHAR NOT NULL, tag VARCHAR NOT NULL, PRIMARY KEY (bench_id, tag))",
+        """CREATE TABLE bench_levels (
+            bench_id VARCHAR NOT NULL,
+            level INTEGER NOT NULL,
+            concurrency INTEGER,
+            rate DOUBLE,
+            burstiness DOUBLE,
+            started_at TIMESTAMP,
+            requests INTEGER,
+            completed INTEGER,
+            failed INTEGER,
+            duration_s DOUBLE,
+            input_tokens BIGINT,
+            output_tokens BIGINT,
+            output_tokens_per_s DOUBLE,
+            total_tokens_per_s DOUBLE,
+            requests_per_s DOUBLE,
+            goodput_requests_per_s DOUBLE,
+            slo_attainment DOUBLE,
+            cost_per_million_output_tokens DOUBLE,
+            peak_memory_mb DOUBLE,
+            token_source VARCHAR,
+            summary JSON,
+            PRIMARY KEY (bench_id, level)
+        )""",
+        """CREATE TABLE bench_level_stats (
+            bench_id VARCHAR NOT NULL,
+            level INTEGER NOT NULL,
+            metric VARCHAR NOT NULL,            -- ttft_ms | tpot_ms | itl_ms | e2e_ms
+            mean DOUBLE,
+            std DOUBLE,
+            p50 DOUBLE,
+            p90 DOUBLE,
+            p95 DOUBLE,
+            p99 DOUBLE,
+            n INTEGER,
+            PRIMARY KEY (bench_id, level, metric)
+        )""",
+        """CREATE TABLE bench_requests (
+            bench_id VARCHAR NOT NULL,
+            level INTEGER NOT NULL,
+            request_index INTEGER NOT NULL,
+            warmup BOOLEAN NOT NULL,
+            request_id VARCHAR,
+            send_ms DOUBLE NOT NULL,            -- milliseconds from the level's first send
+            first_token_ms DOUBLE,
+            end_ms DOUBLE NOT NULL,
+            token_ms DOUBLE[],                  -- every content token's arrival
+            input_tokens INTEGER,
+            output_tokens INTEGER,
+            token_source VARCHAR,
+            error VARCHAR,
+            PRIMARY KEY (bench_id, level, warmup, request_index)
+        )""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -183,6 +183,9 @@ def build_site(store: Store, out_dir: Path) -> Path:
     for run in runs:
         if run.run_id not in written:
             (out_dir / "runs" / page_name(run.run_id)).write_text(_run_html(run, "[]", 0), encoding="utf-8")
+    from harness.report_bench import write_bench_pages  # serving benchmarks: bench/index.html and a page each
+
+    write_bench_pages(store, out_dir)
     return index
 
 
