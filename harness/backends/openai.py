@@ -17,6 +17,7 @@ fingerprint, a log line or an error message.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -43,7 +44,10 @@ ARG_HELP = {
     "api_key_env": "environment variable holding the API key (default OPENAI_API_KEY; unset is fine locally)",
     "probe": "on (default) | off: skip the check that prompt logprobs are log p(token | previous tokens)",
     "batch_size": "accepted for --batch-size and ignored: concurrency sets the parallelism",
+    "body.NAME": "extra field of generation requests, value parsed as JSON if it can be (e.g. body.repeat_penalty=1.0 "
+                 "for llama.cpp's server, whose default 1.1 makes greedy output differ from the model's argmax)",
 }
+EXTRA_BODY_PREFIX = "body."
 # Model-list fields that identify what is served. vLLM stamps `created` (and its `permission`
 # entries) with the time of the request, so those would change the cache key on every run.
 STABLE_MODEL_FIELDS = ("id", "owned_by", "root", "parent", "max_model_len", "meta")
@@ -63,6 +67,7 @@ class OpenAIOptions:
     api_key_env: str = "OPENAI_API_KEY"
     api_key_env_given: bool = False
     probe: bool = True
+    extra_body: tuple[tuple[str, Any], ...] = ()  # server-specific sampling fields, sent with generation requests
 
 
 def _usage(message: str) -> UsageError:
@@ -89,7 +94,7 @@ def parse_options(spec: ModelSpec) -> OpenAIOptions:
     if any(k.lower() in ("api_key", "key", "token") for k in args):
         # the value is deliberately not repeated: it would land in shell history and logs
         raise UsageError("do not pass API keys in --model-args: export the key and name the variable with api_key_env=NAME")
-    unknown = sorted(set(args) - set(ARG_HELP))
+    unknown = sorted(k for k in set(args) - set(ARG_HELP) if not k.startswith(EXTRA_BODY_PREFIX))
     if unknown:
         raise _usage(f"unknown openai model arg(s): {', '.join(unknown)}")
     probe = args.get("probe", "on").lower()
@@ -104,7 +109,16 @@ def parse_options(spec: ModelSpec) -> OpenAIOptions:
         timeout_s=_number("timeout", args.get("timeout", "300"), float, 0.1),
         max_retries=_number("max_retries", args.get("max_retries", "6"), int, 0),
         api_key_env=env_name, api_key_env_given="api_key_env" in args, probe=probe == "on",
+        extra_body=tuple(sorted((k[len(EXTRA_BODY_PREFIX):], _json_or_text(v)) for k, v in args.items()
+                                if k.startswith(EXTRA_BODY_PREFIX) and len(k) > len(EXTRA_BODY_PREFIX))),
     )
+
+
+def _json_or_text(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
 
 
 def truncate_at_stop(text: str, stops: Sequence[str]) -> str:
@@ -192,7 +206,10 @@ class OpenAIBackend(Backend):
 
     def fingerprint(self) -> str:
         o = self.options
-        return "openai:" + sha256_json({"model": o.model, "base_url": o.base_url, "server": self.server_info()})
+        identity = {"model": o.model, "base_url": o.base_url, "server": self.server_info()}
+        if o.extra_body:  # they change the answers; absent, the key stays what it was
+            identity["extra_body"] = dict(o.extra_body)
+        return "openai:" + sha256_json(identity)
 
     def describe(self) -> dict:
         o = self.options
@@ -249,6 +266,7 @@ class OpenAIBackend(Backend):
             payload["stop"] = list(r.stop[:MAX_SERVER_STOPS])
         if seed is not None:
             payload["seed"] = seed
+        payload.update(self.options.extra_body)
         if r.messages is not None:
             payload["messages"] = [{"role": m.role, "content": m.content} for m in r.messages]
             return "chat/completions", payload
