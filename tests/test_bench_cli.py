@@ -178,9 +178,12 @@ def test_an_interrupted_bench_is_not_complete(tmp_path: Path):
         bench = subprocess.Popen([sys.executable, "-m", "harness", "bench", "--no-progress", "--endpoint", process.url,
                                   "--num-prompts", "4", "--warmup", "0", "--db", str(db)], cwd=REPO,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not any(e["id"] for e in process.log().values()):
-            time.sleep(0.2)  # wait until the load has started
+        # wait until the load has started: on a fresh machine the first use of the embedded
+        # tokenizer converts the model first, which takes minutes on a loaded 2-core runner
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and bench.poll() is None and not any(e["id"] for e in process.log().values()):
+            time.sleep(0.2)
+        assert bench.poll() is None and any(e["id"] for e in process.log().values()), "the load never started"
         bench.send_signal(signal.SIGINT)
         _, stderr = bench.communicate(timeout=60)
     finally:
