@@ -177,7 +177,10 @@ def test_an_interrupted_bench_is_not_complete(tmp_path: Path):
     try:
         bench = subprocess.Popen([sys.executable, "-m", "harness", "bench", "--no-progress", "--endpoint", process.url,
                                   "--num-prompts", "4", "--warmup", "0", "--db", str(db)], cwd=REPO,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+                                 # a shell without job control starts background jobs with SIGINT ignored
+                                 # (CI may run us so); a user's Ctrl-C meets the default disposition
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         # wait until the load has started: on a fresh machine the first use of the embedded
         # tokenizer converts the model first, which takes minutes on a loaded 2-core runner
         deadline = time.monotonic() + 600
