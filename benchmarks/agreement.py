@@ -14,7 +14,8 @@ from pathlib import Path
 
 import duckdb
 
-from harness.evaluator import RunConfig, TaskSelection, evaluate
+from harness.core.config import RunConfig, TaskSelection
+from harness.run.evaluator import evaluate
 
 FIDELITY_TASKS = ("hellaswag", "mmlu_anatomy", "mmlu_high_school_geography")
 

@@ -1,7 +1,7 @@
 """Requests per second of each backend on the same requests, side by side.
 
 The embedded SmolLM2-135M-Instruct on every backend: `hf` (float32 torch), `gguf` (the Q4_1 GGUF
-in llama.cpp), `openai` over harness.servers.logprob_server (the hf model behind HTTP), and
+in llama.cpp), `openai` over tests.servers.logprob_server (the hf model behind HTTP), and
 `openai` over llama_cpp.server (generation only: its prompt logprobs are off by one, so the
 openai backend's probe refuses them). Two workloads: HellaSwag loglikelihoods (4 per document)
 and greedy GSM8K generations (5-shot, up to 256 tokens). Model load and server start-up are not
@@ -24,17 +24,16 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
-from harness import registry
+from harness import tasks as catalog
+from harness.backends import embedded
 from harness.backends.base import Backend, make_backend, parse_model_spec
-from harness.data import forced_source
-from harness.models import embedded
-from harness.requests import LoglikelihoodResult
+from harness.core.requests import LoglikelihoodResult
+from harness.taskkit.data import forced_source
 
 REPO = Path(__file__).resolve().parent.parent
 SERVER_START_TIMEOUT_S = 180.0
@@ -66,7 +65,7 @@ class Row:
 
 
 def task_requests(name: str, limit: int, source: str) -> tuple:
-    task = registry.get_task(name)
+    task = catalog.get_task(name)
     with forced_source(source):
         dataset = task.load()
     return tuple(r for inst in task.build(dataset, limit, task.default_fewshot, 1234) for r in inst.requests)
@@ -124,7 +123,7 @@ def server(command: list[str], port: int, log: Path) -> Iterator[str]:
 
 
 def logprob_server_command(port: int, threads: int) -> list[str]:
-    return [sys.executable, "-m", "harness.servers.logprob_server", "--model", embedded.EMBEDDED_ALIAS,
+    return [sys.executable, "-m", "tests.servers.logprob_server", "--model", embedded.EMBEDDED_ALIAS,
             "--model-name", "smollm2", "--port", str(port), "--threads", str(threads)]
 
 
@@ -250,14 +249,14 @@ def main() -> None:
         else:
             rows += skipped("gguf", items, "llama_cpp is not installed")
     if "openai-logprob-server" in chosen:
-        if module_available("harness.servers.logprob_server") and module_available("harness.backends.openai"):
+        if module_available("tests.servers.logprob_server") and module_available("harness.backends.openai.backend"):
             port = free_port()
             rows += run_server_backend("openai-logprob-server", logprob_server_command(port, args.threads), port, items,
                                        answers_by, args.concurrency, args.logs)
         else:
-            rows += skipped("openai-logprob-server", items, "harness.servers.logprob_server or the openai backend is missing")
+            rows += skipped("openai-logprob-server", items, "tests.servers.logprob_server or the openai backend is missing")
     if "openai-llama-cpp-server" in chosen:
-        if module_available("llama_cpp.server") and module_available("harness.backends.openai"):
+        if module_available("llama_cpp.server") and module_available("harness.backends.openai.backend"):
             port = free_port()
             rows += run_server_backend("openai-llama-cpp-server", llama_cpp_server_command(port, args.threads), port,
                                        generation, answers_by, args.concurrency, args.logs)

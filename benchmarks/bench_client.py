@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from harness.bench.client import OpenAIStreamClient, PendingTimeline  # noqa: E402
 from harness.bench.datasets import BenchPrompt  # noqa: E402
 from harness.bench.load import Bounds, LoadLevel, run_level  # noqa: E402
-from harness.servers.scripted_stream import Script, start_subprocess  # noqa: E402
+from tests.servers.scripted_stream import Script, start_subprocess  # noqa: E402
 
 
 def _cpu_s() -> float:

@@ -21,9 +21,9 @@ import lm_eval
 from lm_eval.api.task import ConfigurableTask
 from lm_eval.tasks._yaml_loader import load_yaml
 
-from harness import registry
-from harness.data import FIXTURE_DIR
-from tasks import hellaswag as hellaswag_task
+from harness import tasks as catalog
+from harness.taskkit.data import FIXTURE_DIR
+from harness.tasks import hellaswag as hellaswag_task
 
 LM_TASKS = Path(lm_eval.__file__).parent / "tasks"
 FEWSHOT_SEED = 1234
@@ -60,7 +60,7 @@ def build_tasks(names: list[str], num_fewshot: int | None, limit: int | None) ->
             rows = _hellaswag_rows(limit)
             out[name] = _task("hellaswag/hellaswag.yaml", {"validation": rows, "train": rows}, num_fewshot or 0)
         elif name.startswith("mmlu_"):
-            dataset = registry.get_task(name).load()
+            dataset = catalog.get_task(name).load()
             shots = 5 if num_fewshot is None else num_fewshot
             out[name] = _task(f"mmlu/default/{name}.yaml", {"test": dataset.docs, "dev": dataset.fewshot_docs}, shots)
         else:

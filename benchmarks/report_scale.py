@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/report_scale.py [--keep DIR]
 
 Builds a synthetic database with DuckDB SQL (generate_series), then times `harness report`
-through the real command line (target <= 10 s) and, when harness.compare exists, a paired
+through the real command line (target <= 10 s) and, when harness.decisions.compare exists, a paired
 compare of two 100,000-sample runs (target <= 2 s), both in-process and through `harness compare`.
 Runs 0 and 1 hold 100,000 samples each (the same documents, different answers); the other
 998 runs share the remaining 800,000 rows.
@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from harness.store import Store  # noqa: E402
+from harness.store.db import Store  # noqa: E402
 
 N_RUNS, N_SAMPLES, BIG = 1000, 1_000_000, 100_000
 TASKS = ("hellaswag", "mmlu_anatomy")
@@ -92,7 +92,7 @@ def main() -> None:
     print(f"harness report: {seconds:.2f} s (target <= 10 s), {pages} run pages, {size:.0f} MiB")
 
     try:
-        from harness.compare import compare_runs
+        from harness.decisions.compare import compare_runs
     except ImportError:
         print("harness compare: harness/compare.py is not there yet; skipped")
         return

@@ -37,9 +37,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data"
@@ -113,8 +113,8 @@ def _reference_main(samples: str, problems: str) -> None:
 
 
 def run_backend(name: str, problems: list[dict], workers: int, mode: str = "single") -> dict:
-    from sandbox import Limits, check_program, get_sandbox
-    from sandbox.base import Job, check_programs
+    from harness.sandbox import Limits, check_program, get_sandbox
+    from harness.sandbox.base import Job, check_programs
 
     limits = Limits()
     options = {"pool_size": workers} if name == "docker" else {"sessions": workers} if name == "bwrap" else {}
@@ -166,8 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         _reference_main(*args._reference)
         return 0
 
-    from sandbox.bwrap import bwrap_available
-    from sandbox.docker import docker_available
+    from harness.sandbox.bwrap import bwrap_available
+    from harness.sandbox.docker import docker_available
 
     problems = load_problems(args.data)
     backends = []

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import duckdb
 
-from harness.models.embedded import ensure_hf_dir
-from tasks.hellaswag import mirror_to_hub_row
+from harness.backends.embedded import ensure_hf_dir
+from harness.tasks.hellaswag import mirror_to_hub_row
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,3 +1,3 @@
-from harness.cli import entrypoint
+from harness.cli.main import entrypoint
 
 entrypoint()

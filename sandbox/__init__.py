@@ -1,6 +1,6 @@
 """Code-execution sandbox: one interface, three backends (docker, bwrap, local behind an opt-in).
 
-    from sandbox import get_sandbox, Limits, check_program
+    from harness.sandbox import get_sandbox, Limits, check_program
     with get_sandbox("auto") as box:
         verdict = box.run({"main.py": source}, ["python3", "main.py"], Limits(timeout_s=10))
         verdict = check_program(box, program, test_code, entry_point)   # passed only if check() returned
@@ -8,8 +8,8 @@
         verdicts = box.run_many([Job(files, command, limits), ...])         # same verdicts as run() one by one
 """
 
-from sandbox.auto import BACKENDS, get_sandbox, resolve_backend
-from sandbox.base import Job, Limits, Sandbox, Status, Verdict, check_program, check_programs, program_files
+from harness.sandbox.auto import BACKENDS, get_sandbox, resolve_backend
+from harness.sandbox.base import Job, Limits, Sandbox, Status, Verdict, check_program, check_programs, program_files
 
 __all__ = ["BACKENDS", "Job", "Limits", "Sandbox", "Status", "Verdict", "check_program", "check_programs",
            "get_sandbox", "program_files", "resolve_backend"]

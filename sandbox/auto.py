@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from harness.errors import UsageError
-from sandbox.base import Sandbox
+from harness.core.errors import UsageError
+from harness.sandbox.base import Sandbox
 
 BACKENDS = ("auto", "docker", "bwrap", "local")
 
 
 def resolve_backend(name: str = "auto") -> str:
-    from sandbox.bwrap import bwrap_available
-    from sandbox.docker import docker_available
+    from harness.sandbox.bwrap import bwrap_available
+    from harness.sandbox.docker import docker_available
 
     if name not in BACKENDS:
         raise UsageError(f"unknown sandbox backend {name!r} (choose from {', '.join(BACKENDS)})")
@@ -28,13 +28,13 @@ def get_sandbox(name: str = "auto", *, allow_unsandboxed: bool = False, **option
     """A ready sandbox for `name` (auto|docker|bwrap|local); close it (or use `with`) when done."""
     backend = resolve_backend(name)
     if backend == "docker":
-        from sandbox.docker import DockerSandbox
+        from harness.sandbox.docker import DockerSandbox
 
         return DockerSandbox(**options)
     if backend == "bwrap":
-        from sandbox.bwrap import BwrapSandbox
+        from harness.sandbox.bwrap import BwrapSandbox
 
         return BwrapSandbox(**options)
-    from sandbox.local import LocalSandbox
+    from harness.sandbox.local import LocalSandbox
 
     return LocalSandbox(allow_unsandboxed=allow_unsandboxed)

@@ -10,10 +10,11 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Callable, Literal, Mapping, Sequence
+from typing import IO, Literal
 
 Status = Literal["passed", "failed", "timeout", "oom", "killed", "error"]
 
@@ -266,10 +267,10 @@ class Sandbox(abc.ABC):
         """One job of run_many; backends with sessions override it (and fall back to _execute)."""
         return self._execute(job.files, list(job.command), job.limits, job.nonce)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook, a no-op by default
         """Release what the backend holds (containers, slots)."""
 
-    def __enter__(self) -> "Sandbox":
+    def __enter__(self) -> Sandbox:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -20,13 +20,24 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
-from harness.errors import UsageError
-from sandbox.base import (RUNNER_SOURCE, Job, Limits, OutputBuffer, Sandbox, Verdict, classify, proc_uid_pids, rlimits,
-                          runner_spec, supervise)
-from sandbox.session import SESSION_SOURCE, Session, SessionPool, answer_verdict, job_spec
+from harness.core.errors import UsageError
+from harness.sandbox.base import (
+    RUNNER_SOURCE,
+    Job,
+    Limits,
+    OutputBuffer,
+    Sandbox,
+    Verdict,
+    classify,
+    proc_uid_pids,
+    rlimits,
+    runner_spec,
+    supervise,
+)
+from harness.sandbox.session import SESSION_SOURCE, Session, SessionPool, answer_verdict, job_spec
 
 PYTHON = "/usr/bin/python3"
 WORKDIR = "/tmp/work"

@@ -22,14 +22,13 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
-from harness.errors import UsageError
-from sandbox.base import (RUNNER_SOURCE, Job, Limits, OutputBuffer, Sandbox, Verdict, classify, rlimits, runner_spec,
-                          supervise)
-from sandbox.image import IMAGE, SANDBOX_UID, ensure_image
-from sandbox.session import SESSION_SOURCE, Session, SessionPool, SessionUnavailable, answer_verdict, job_spec
+from harness.core.errors import UsageError
+from harness.sandbox.base import RUNNER_SOURCE, Job, Limits, OutputBuffer, Sandbox, Verdict, classify, rlimits, runner_spec, supervise
+from harness.sandbox.image import IMAGE, SANDBOX_UID, ensure_image
+from harness.sandbox.session import SESSION_SOURCE, Session, SessionPool, SessionUnavailable, answer_verdict, job_spec
 
 LABEL = "harness.sandbox"
 WORKDIR = "/tmp/work"

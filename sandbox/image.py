@@ -1,7 +1,8 @@
 """Build the sandbox image: `docker build` from sandbox/Dockerfile where a registry answers, else `docker import`
 of a minimal root filesystem made from the host's own Python (as on machines without a registry).
 
-    python -m sandbox.image [--method auto|dockerfile|import] [--force]
+    python3 sandbox/image.py [--method auto|dockerfile|import] [--force]   # stdlib only: .ci/run runs it before any venv
+    python -m harness.sandbox.image [...]                                  # the same, from an installed harness
 """
 
 from __future__ import annotations

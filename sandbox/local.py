@@ -11,10 +11,10 @@ import sys
 import tempfile
 import time
 import warnings
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
-from harness.errors import UsageError
-from sandbox.base import RUNNER_SOURCE, Limits, OutputBuffer, Sandbox, Verdict, classify, runner_spec, supervise
+from harness.core.errors import UsageError
+from harness.sandbox.base import RUNNER_SOURCE, Limits, OutputBuffer, Sandbox, Verdict, classify, runner_spec, supervise
 
 OPT_IN_ENV = "HARNESS_ALLOW_CODE_EVAL"
 

@@ -14,11 +14,11 @@ import queue
 import subprocess
 import threading
 from collections import Counter
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Hashable
 
-from sandbox.base import RUNNER_SETUP_FAILED, Limits, OutputBuffer, Verdict, classify, pump
+from harness.sandbox.base import RUNNER_SETUP_FAILED, Limits, OutputBuffer, Verdict, classify, pump
 
 SESSION_SOURCE = Path(__file__).with_name("session_runner.py").read_text()
 # How late a verdict may be beyond the program's own wall-clock limit before the host gives up on the session:

@@ -65,7 +65,7 @@ def _prctl_dumpable(value):
 
 
 class _Output:
-    """Head and tail of a stream within a byte budget: the same cut as sandbox.base.OutputBuffer."""
+    """Head and tail of a stream within a byte budget: the same cut as harness.sandbox.base.OutputBuffer."""
 
     def __init__(self, budget):
         self.budget = max(budget, 64)

@@ -18,7 +18,7 @@ al. (first_n), "Q: <question>\\nA: <reasoning> The answer is N.", stop at "Q:", 
 is the number after "####".
 
 Deliberate difference: generations are cut at the stop sequences before filtering (see
-harness.formats). `Scored.extracted` is JSON {filter name: extracted answer}.
+harness.taskkit.formats). `Scored.extracted` is JSON {filter name: extracted answer}.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.data import HubSpec
-from harness.filters import ExactMatchOptions, FilterPipeline
-from harness.formats import GenerateFormat, PromptFormat, cached_load, generate_until_task
-from harness.registry import register_task
-from harness.task import Dataset, Task
+from harness.core.task import Dataset, Task
+from harness.scoring.filters import ExactMatchOptions, FilterPipeline
+from harness.taskkit.data import HubSpec
+from harness.taskkit.formats import GenerateFormat, PromptFormat, cached_load, generate_until_task
+from harness.tasks import register_task
 
 VERSION = "3.0"
 COT_VERSION = "3.0"

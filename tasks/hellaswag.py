@@ -29,10 +29,10 @@ import json
 import re
 from pathlib import Path
 
-from harness.data import HubSpec
-from harness.formats import ChoiceFormat, PromptFormat, cached_load, multiple_choice_task
-from harness.registry import register_task
-from harness.task import Dataset, Task
+from harness.core.task import Dataset, Task
+from harness.taskkit.data import HubSpec
+from harness.taskkit.formats import ChoiceFormat, PromptFormat, cached_load, multiple_choice_task
+from harness.tasks import register_task
 
 VERSION = "1.0"
 HUB_ID = "Rowan/hellaswag"

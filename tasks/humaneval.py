@@ -4,7 +4,7 @@ Zero-shot; the prompt is the problem's `prompt` (signature + docstring) as it st
 until "\\nclass", "\\ndef", "\\n#", "\\nif" or "\\nprint", at most 1024 new tokens, greedy by
 default (`humaneval_task(n=..., temperature=...)` builds a sampled variant). Post-processing as lm-eval's `build_predictions`:
 the program is prompt + completion; its test is the problem's `test` (which defines
-check(candidate)) run on `entry_point`, inside the run's sandbox (harness.code_eval), never in
+check(candidate)) run on `entry_point`, inside the run's sandbox (harness.scoring.code), never in
 this process. Metrics: pass@1, and pass@k for the k in (10, 100) that do not exceed n, by the
 unbiased estimator.
 
@@ -18,12 +18,12 @@ import gzip
 import json
 from pathlib import Path
 
-from harness import code_eval
-from harness.data import HubSpec
-from harness.formats import cached_load
-from harness.registry import register_task
-from harness.requests import Generate, Response
-from harness.task import Dataset, Instance, MetricSpec, Scored, Task
+from harness.core.requests import Generate, Response
+from harness.core.task import Dataset, Instance, MetricSpec, ScoreContext, Scored, Task
+from harness.scoring import code as code_eval
+from harness.taskkit.data import HubSpec
+from harness.taskkit.formats import cached_load
+from harness.tasks import register_task
 
 VERSION = "1.0"
 STOP = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
@@ -63,20 +63,19 @@ def build(dataset: Dataset, limit: int | None, num_fewshot: int, seed: int, *, n
     docs = dataset.docs if limit is None else dataset.docs[:limit]
     instances = []
     for doc_id, doc in enumerate(docs):
-        code_eval.register_prompt(doc["prompt"], doc["task_id"])
         request = Generate(prompt=doc["prompt"], stop=STOP, max_tokens=MAX_TOKENS, temperature=temperature, n=n,
-                           seed=seed if temperature > 0 else None)
+                           seed=seed if temperature > 0 else None, doc_key=str(doc["task_id"]))
         instances.append(Instance(doc_id, doc, doc["prompt"], target(doc), (request,)))
     return instances
 
 
-def score(instance: Instance, responses: list[Response]) -> Scored:
+def score(instance: Instance, responses: list[Response], context: ScoreContext) -> Scored:
     doc = instance.doc
 
     def program(completion: str) -> code_eval.Program:
         return code_eval.Program(doc["prompt"] + completion, doc["test"], doc["entry_point"])
 
-    return code_eval.score_completions(list(responses[0]), STOP, program, KS)
+    return code_eval.score_completions(list(responses[0]), STOP, program, KS, context.sandbox)
 
 
 def humaneval_task(name: str = "humaneval", n: int = 1, temperature: float = 0.0) -> Task:

@@ -16,7 +16,7 @@ joined by a blank line, followed by the problem in the same form up to "[BEGIN]\
 generation until "[DONE]" (256 new tokens, lm-eval's default). No post-processing besides the
 stop sequence: the program is the completion, and the test is the problem's three asserts
 (`test_list`, as lm-eval's reference; `test_setup_code` is not used, as in lm-eval), run in the
-run's sandbox (harness.code_eval). Metrics: pass@1 (and pass@k, k in (10, 100), k <= n).
+run's sandbox (harness.scoring.code). Metrics: pass@1 (and pass@k, k in (10, 100), k <= n).
 
 The asserts call the function by its own name; they are wrapped in `_mbpp_tests()`, the entry
 point that the sandbox driver hands to `check(candidate)` (see `check_code`).
@@ -27,12 +27,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness import code_eval
-from harness.errors import UsageError
-from harness.formats import cached_load
-from harness.registry import register_task
-from harness.requests import Generate, Response
-from harness.task import Dataset, Instance, MetricSpec, Scored, Task
+from harness.core.errors import UsageError
+from harness.core.requests import Generate, Response
+from harness.core.task import Dataset, Instance, MetricSpec, ScoreContext, Scored, Task
+from harness.scoring import code as code_eval
+from harness.taskkit.formats import cached_load
+from harness.tasks import register_task
 
 VERSION = "1.0"
 STOP = ("[DONE]",)
@@ -91,17 +91,16 @@ def build(dataset: Dataset, limit: int | None, num_fewshot: int, seed: int, *, n
     instances = []
     for doc_id, doc in enumerate(docs):
         prompt = prompt_for(doc, shots)
-        code_eval.register_prompt(prompt, str(doc["task_id"]))
         request = Generate(prompt=prompt, stop=STOP, max_tokens=MAX_TOKENS, temperature=temperature, n=n,
-                           seed=seed if temperature > 0 else None)
+                           seed=seed if temperature > 0 else None, doc_key=str(doc["task_id"]))
         instances.append(Instance(doc_id, doc, prompt, "\n".join(doc["test_list"][:3]), (request,)))
     return instances
 
 
-def score(instance: Instance, responses: list[Response]) -> Scored:
+def score(instance: Instance, responses: list[Response], context: ScoreContext) -> Scored:
     test = check_code(instance.doc)
     return code_eval.score_completions(list(responses[0]), STOP,
-                                       lambda completion: code_eval.Program(completion, test, ENTRY_POINT), KS)
+                                       lambda completion: code_eval.Program(completion, test, ENTRY_POINT), KS, context.sandbox)
 
 
 def mbpp_task(name: str = "mbpp", n: int = 1, temperature: float = 0.0) -> Task:

@@ -27,10 +27,10 @@ import csv
 from functools import partial
 from pathlib import Path
 
-from harness.data import HubSpec
-from harness.formats import ChoiceFormat, PromptFormat, cached_load, multiple_choice_task
-from harness.registry import register_group, register_task_factory
-from harness.task import Dataset, Group, Task
+from harness.core.task import Dataset, Group, Task
+from harness.taskkit.data import HubSpec
+from harness.taskkit.formats import ChoiceFormat, PromptFormat, cached_load, multiple_choice_task
+from harness.tasks import register_group, register_task_factory
 
 VERSION = "1.0"
 DEFAULT_FEWSHOT = 5

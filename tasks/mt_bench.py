@@ -15,11 +15,11 @@ at the category's temperature (CATEGORY_TEMPERATURE below, 0.7 for an unknown ca
 at 0), at most 1024 new tokens, the answer stripped of surrounding whitespace. Sampled turns use
 the run seed (FastChat seeds torch with the choice index, 0).
 
-Grading (gen_judgment.py, single mode; harness.judge): turn 1 with `single-v1`, turn 2 with
+Grading (gen_judgment.py, single mode; harness.scoring.judge.fastchat): turn 1 with `single-v1`, turn 2 with
 `single-v1-multi-turn` (the whole conversation, judged on the second answer); math, reasoning and
 coding questions with `single-math-v1` / `single-math-v1-multi-turn` and GPT-4's reference answers
 (reference_answer/gpt-4.jsonl). Pairwise mode (`--judge-mode pairwise --baseline-answers FILE`)
-uses pair-v2 / pair-math-v1 and their multi-turn variants, both positions (harness.judge_pairwise).
+uses pair-v2 / pair-math-v1 and their multi-turn variants, both positions (harness.scoring.judge.pairwise).
 The judge prompts are FastChat's judge_prompts.jsonl, committed byte for byte in
 tasks/fixtures/mt_bench/ and always read from there; their hashes are part of the run's identity.
 
@@ -33,7 +33,7 @@ Documents: one per (question, turn), doc_id 2*i + turn - 1, since a judgment is 
 - both: `invalid_judgments` (a total, n = judgments asked), `judge_variance` with --judge-repeats,
   `position_disagreements` (pairwise, a total).
 
-Deliberate differences: unparseable judgments are retried (see harness.judge), and a failing
+Deliberate differences: unparseable judgments are retried (see harness.scoring.judge.fastchat), and a failing
 judge call is an invalid judgment rather than FastChat's "$ERROR$" text.
 """
 
@@ -43,15 +43,13 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from harness.backends.replay import register_chat_question
-from harness.data import FIXTURE_DIR
-from harness.formats import cached_load
-from harness.judge import JudgeItem, grade_single, load_judge_prompts
-from harness.judge_pairwise import grade_pairwise
-from harness.judge_stage import StageContext, StagedScore
-from harness.registry import register_task
-from harness.requests import Generate, Message, Response, request_hash
-from harness.task import Dataset, Instance, MetricSpec, Scored, Task
+from harness.core.requests import Generate, Message, Response, request_hash
+from harness.core.task import Dataset, Instance, JudgedScoring, MetricSpec, Scored, StageContext, Task
+from harness.scoring.judge.fastchat import JudgeItem, grade_single, load_judge_prompts
+from harness.scoring.judge.pairwise import grade_pairwise
+from harness.taskkit.data import FIXTURE_DIR
+from harness.taskkit.formats import cached_load
+from harness.tasks import register_task
 
 VERSION = "1.0"
 MAX_NEW_TOKENS = 1024
@@ -113,7 +111,7 @@ def temperature(category: str) -> float:
 def first_turn_request(doc: dict, seed: int, max_new_tokens: int) -> Generate:
     t = temperature(doc["category"])
     return Generate(messages=(Message("user", doc["turns"][0]),), max_tokens=max_new_tokens, temperature=t,
-                    seed=seed if t > 0 else None)
+                    seed=seed if t > 0 else None, doc_key=str(doc["question_id"]))  # replay: answers by question
 
 
 def second_turn_request(first: Generate, doc: dict, first_answer: str) -> Generate:
@@ -128,7 +126,6 @@ def answer_text(response: Response) -> str:
 def build(dataset: Dataset, limit: int | None, num_fewshot: int, seed: int, *, max_new_tokens: int) -> list[Instance]:
     instances = []
     for i, doc in enumerate(dataset.docs if limit is None else dataset.docs[:limit]):
-        register_chat_question(doc["turns"][0], doc["question_id"])  # lets replay: answer from FastChat files
         first = first_turn_request(doc, seed, max_new_tokens)
         for turn in range(1, min(2, len(doc["turns"])) + 1):  # FastChat judges a second turn only where there is one
             reference = doc["reference_answer"]
@@ -187,7 +184,7 @@ def mt_bench_task(name: str = "mt_bench", max_new_tokens: int = MAX_NEW_TOKENS) 
     return Task(
         name=name, version=VERSION, load=load,
         build=lambda ds, limit, shots, seed: build(ds, limit, shots, seed, max_new_tokens=max_new_tokens),
-        score=StagedScore(run_stage, load_judge_prompts(JUDGE_PROMPTS)), metrics=METRICS, default_fewshot=0,
+        score=None, judged=JudgedScoring(run_stage, load_judge_prompts(JUDGE_PROMPTS)), metrics=METRICS, default_fewshot=0,
         tags=("judged", "chat"), request_kinds=("generate",),
         description=f"MT-Bench (80 two-turn questions), FastChat llm_judge, LLM judge (--judge), max_new_tokens={max_new_tokens}",
     )

@@ -1,1 +1,1 @@
-"""Backends answer requests in batches. Registered by model-spec prefix in harness.registry."""
+"""Backends answer requests in batches. Registered by model-spec prefix in harness.tasks."""

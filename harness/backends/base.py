@@ -9,16 +9,34 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
 
-from harness.errors import UsageError
-from harness.registry import backend_target
-from harness.requests import Generate, Loglikelihood, LoglikelihoodResult, LoglikelihoodRolling
+from harness.core.errors import UsageError
+from harness.core.requests import Generate, Loglikelihood, LoglikelihoodResult, LoglikelihoodRolling
 
 # Each backend method yields (index into the input list, result) pairs as batches finish,
 # so the scheduler can write them to the cache as they come (a killed run loses one batch at most).
 Progress = Callable[[int], None]
+
+_BACKENDS: dict[str, str] = {
+    # prefix -> "module:Class", imported only when used (torch, vllm and llama.cpp are heavy or optional)
+    "hf": "harness.backends.hf.backend:HFBackend",
+    "gguf": "harness.backends.gguf.backend:GGUFBackend",
+    "vllm": "harness.backends.vllm.backend:VLLMBackend",
+    "replay": "harness.backends.replay:ReplayBackend",
+    "openai": "harness.backends.openai.backend:OpenAIBackend",
+}
+
+
+def register_backend(prefix: str, target: str) -> None:
+    _BACKENDS[prefix] = target
+
+
+def backend_target(prefix: str) -> str:
+    if prefix not in _BACKENDS:
+        raise UsageError(f"unknown backend prefix {prefix!r}: expected one of {', '.join(sorted(_BACKENDS))}")
+    return _BACKENDS[prefix]
 
 
 @dataclass(frozen=True)
@@ -66,7 +84,7 @@ class Backend(ABC):
     def fingerprint(self) -> str:
         """Identity of the model and of every argument that changes its answers (cache key)."""
 
-    def check(self, kinds: set[str]) -> None:
+    def check(self, kinds: set[str]) -> None:  # noqa: B027 - an optional hook, a no-op by default
         """Called before a run with the request kinds it needs; raise UsageError to refuse (may ask a server)."""
 
     def describe(self) -> dict:
@@ -82,7 +100,7 @@ class Backend(ABC):
     def generate(self, requests: Sequence[Generate], progress: Progress) -> Iterator[tuple[int, list[str]]]:
         raise UsageError(f"backend {self.name} cannot compute generate requests")
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook, a no-op by default
         """Free the model (tests build several backends in one process)."""
 
 

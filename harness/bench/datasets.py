@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from harness.errors import UsageError
+from harness.core.errors import UsageError
 
 # vLLM's ShareGPT filters: too short to mean anything, or too long for common context windows.
 SHAREGPT_MIN_TOKENS = 4
@@ -57,7 +57,7 @@ class HFTokenizer:
 
     @classmethod
     def load(cls, source: str) -> HFTokenizer:
-        from harness.models import embedded
+        from harness.backends import embedded
 
         path = Path(source)
         if source in ("embedded", embedded.EMBEDDED_ALIAS):
@@ -113,10 +113,10 @@ def random_prompts(tokenizer: Tokenizer, n: int, input_len: int, output_len: int
 
 def task_prompts(task_name: str, tokenizer: Tokenizer | None, n: int, output_len: int, seed: int) -> list[BenchPrompt]:
     """The prompts a registered task would send, zero-shot, from its first n documents."""
-    from harness import registry
-    from harness.requests import Generate
+    from harness import tasks as catalog
+    from harness.core.requests import Generate
 
-    task = registry.get_task(task_name)
+    task = catalog.get_task(task_name)
     instances = task.build(task.load(), n, 0, seed)
     if not instances:
         raise UsageError(f"task {task_name} has no documents")
@@ -170,9 +170,9 @@ def check_dataset(dataset: str) -> None:
     if kind == "random" and not arg:
         return
     if kind == "task" and arg:
-        from harness import registry
+        from harness import tasks as catalog
 
-        registry.get_task(arg)  # an unknown task is a UsageError with a suggestion
+        catalog.get_task(arg)  # an unknown task is a UsageError with a suggestion
         return
     if kind == "sharegpt" and arg:
         if not Path(arg).is_file():

@@ -57,7 +57,7 @@ class HFRunner:
         import torch
         from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
-        from harness.backends.hf_generate import left_pad
+        from harness.backends.hf.generate import left_pad
 
         model, tokenizer = self.state.model, self.state.tokenizer
         prompts = [self._prompt_ids(j.prompt) for j in jobs]

@@ -9,9 +9,9 @@ socket how much to read so that a read ends where one of the server's writes end
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import perf_counter_ns
-from typing import Callable
 
 
 class HttpError(Exception):

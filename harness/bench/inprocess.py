@@ -19,13 +19,14 @@ import queue
 import resource
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter_ns
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from harness.bench.datasets import BenchPrompt, Tokenizer
 from harness.bench.metrics import Timeline
-from harness.errors import UsageError
+from harness.core.errors import UsageError
 
 BATCH_WINDOW_S = 0.005  # how long a free worker waits for the rest of a batch to arrive
 

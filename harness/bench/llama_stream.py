@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 
 from harness.bench.metrics import Timeline
-from harness.errors import UsageError
+from harness.core.errors import UsageError
 
 DEFAULT_N_CTX = 4096
 
 
 def resolve_gguf(target: str) -> Path:
-    from harness.models import embedded
+    from harness.backends import embedded
 
     if target in ("embedded", embedded.EMBEDDED_ALIAS):
         return embedded.gguf_path()

@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 

@@ -14,16 +14,17 @@ import gc
 import math
 import sys
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from harness.bench import store as bench_store
 from harness.bench.datasets import BenchPrompt, HFTokenizer, Tokenizer, check_dataset, load_prompts
 from harness.bench.load import Bounds, LoadLevel, Outcome, run_level
 from harness.bench.metrics import LevelSummary, Slo, summarize
-from harness.errors import UsageError
+from harness.core.errors import UsageError
 
 
 @dataclass
@@ -100,7 +101,7 @@ class BenchResult:
 
 
 def new_bench_id() -> str:
-    return "bench-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    return "bench-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
 
 def endpoint_tokenizer(config: BenchConfig) -> Tokenizer:
@@ -204,15 +205,15 @@ class Bench:
                                                       max_batch=max(c.concurrency), tokenizer_name=c.tokenizer)
 
     async def _main(self, on_level: Callable[[LevelSummary], None], progress: Any) -> BenchResult:
-        from harness import metadata
-        from harness.store import Store
+        from harness.core import metadata
+        from harness.store.db import Store
 
         c = self.config
         try:
             await self._start()
             prompts, warm_prompts = self._prompts()
             describe = self.engine.describe()
-            meta = metadata.collect(describe, c.seed, redact_api_key(sys.argv[1:]))
+            meta = metadata.collect(describe, c.seed, sys.argv[1:])  # collect() redacts argv
             if c.endpoint is not None:
                 meta["hardware_note"] = "the machine that ran the client; the server may run elsewhere"
             store = Store(self.db_path)
@@ -235,7 +236,7 @@ class Bench:
             bench_store.create_bench(store, bench_id, fields, list(c.tags))
             for i, level in enumerate(c.levels()):
                 summary, timelines = await self._level(i, level, prompts, warm_prompts, bench_id, progress)
-                bench_store.write_level(store, bench_id, i, summary, timelines, datetime.now(timezone.utc).replace(tzinfo=None))
+                bench_store.write_level(store, bench_id, i, summary, timelines, datetime.now(UTC).replace(tzinfo=None))
                 summaries.append(summary)
                 sources.append(summary.token_source)
                 on_level(summary)
@@ -272,20 +273,6 @@ class Bench:
     async def _close(self) -> None:
         if self.engine is not None and hasattr(self.engine, "aclose"):
             await self.engine.aclose()
-
-
-def redact_api_key(argv: list[str]) -> list[str]:
-    """`--api-key VALUE` / `--api-key=VALUE` must not reach the database."""
-    out, hide = [], False
-    for arg in argv:
-        if hide:
-            out.append("***")
-        elif arg.startswith("--api-key="):
-            arg = "--api-key=***"
-        if not hide:
-            out.append(arg)
-        hide = arg == "--api-key"
-    return out
 
 
 def _rates_json(rates: tuple[float, ...] | None) -> list | None:

@@ -1,4 +1,4 @@
-"""Bench tables in the results database (schema version 2, harness/migrations.py).
+"""Bench tables in the results database (schema version 2, harness/store/migrations.py).
 
 - bench_runs: one row per `harness bench`; 'running' until every level is in, then 'complete'
   (or 'failed'), so an interrupted benchmark never looks finished.
@@ -12,18 +12,18 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pandas as pd
 
 from harness.bench.metrics import LevelSummary, Timeline
-from harness.store import Store
+from harness.store.db import Store
 
 STAT_METRICS = ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms")
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def create_bench(store: Store, bench_id: str, fields: dict, tags: list[str]) -> None:

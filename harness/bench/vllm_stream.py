@@ -12,7 +12,7 @@ from typing import Any
 
 from harness.bench.datasets import BenchPrompt
 from harness.bench.metrics import Timeline
-from harness.errors import UsageError
+from harness.core.errors import UsageError
 
 ENGINE_ARGS = {"dtype": str, "max_model_len": int, "gpu_memory_utilization": float, "tensor_parallel_size": int,
                "max_num_seqs": int, "enforce_eager": lambda v: v.lower() in ("1", "true", "yes"), "revision": str,

@@ -1,0 +1,74 @@
+"""The `harness` command. Exit codes: 0 done, 1 gate failed, 2 usage or input error, 3 internal error."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import typer
+
+from harness.cli import bench, decisions, rag, report, run, sandbox, serve
+from harness.core.errors import UsageError
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="Evaluate language models; keep every number in DuckDB.")
+log = logging.getLogger("harness")
+
+# Each command module holds its commands on a Typer of its own (`commands`); they are composed here.
+COMMAND_MODULES = (run, bench, decisions, rag, report, sandbox, serve)
+for _module in COMMAND_MODULES:
+    app.registered_commands.extend(_module.commands.registered_commands)
+    app.registered_groups.extend(_module.commands.registered_groups)
+
+
+def _setup_logging() -> None:
+    level = logging.DEBUG if os.environ.get("HARNESS_DEBUG") else os.environ.get("HARNESS_LOG_LEVEL", "WARNING").upper()
+    logging.basicConfig(level=level, format="harness: %(levelname)s: %(message)s", stream=sys.stderr)
+    for noisy in ("transformers", "datasets", "huggingface_hub", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def _cli_exception_kind(exc: BaseException) -> str | None:
+    """Typer vendors its own click, so its exceptions are recognised by name and shape."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if "Exit" in names and hasattr(exc, "exit_code"):
+        return "exit"
+    if "Abort" in names:
+        return "abort"
+    if "ClickException" in names and hasattr(exc, "format_message"):
+        return "usage"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    _setup_logging()
+    try:
+        result = app(args=argv, standalone_mode=False)
+    except UsageError as exc:
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("harness: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # never a traceback unless asked for
+        kind = _cli_exception_kind(exc)
+        if kind == "exit":
+            return int(exc.exit_code)  # type: ignore[attr-defined]
+        if kind == "abort":
+            print("harness: interrupted", file=sys.stderr)
+            return 130
+        if kind == "usage":
+            message = exc.format_message()  # type: ignore[attr-defined]
+            if message:  # empty when the help text was already shown (no arguments)
+                print(f"harness: error: {message}", file=sys.stderr)
+            return 2
+        if os.environ.get("HARNESS_DEBUG"):
+            raise
+        print(f"harness: internal error: {type(exc).__name__}: {exc} (HARNESS_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 3
+    return result if isinstance(result, int) else 0
+
+
+def entrypoint() -> None:
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""`harness run`, `tasks`, `suites`, `runs` and `show`: evaluate, and look at what is registered and stored."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from harness.cli.options import DbOption, db_path
+from harness.core.errors import UsageError
+
+commands = typer.Typer()
+
+
+def _selections(tasks: Optional[str], suite: Optional[str], limit: Optional[int], num_fewshot: Optional[int]):
+    from harness.core.config import TaskSelection
+    from harness.run.suite import load_suite
+
+    if bool(tasks) == bool(suite):
+        raise UsageError("give exactly one of --tasks a,b or --suite NAME")
+    if suite:
+        name, parsed = load_suite(suite)
+        selections = parsed.selections()
+    else:
+        name = None
+        selections = [TaskSelection(t.strip()) for t in tasks.split(",") if t.strip()]  # type: ignore[union-attr]
+        if not selections:
+            raise UsageError("--tasks is empty")
+    if limit is not None or num_fewshot is not None:
+        selections = [TaskSelection(s.name, num_fewshot if num_fewshot is not None else s.num_fewshot,
+                                    limit if limit is not None else s.limit, s.data) for s in selections]
+    return name, selections
+
+
+def _judge_config(spec: Optional[str], args: Optional[str], repeats: int, mode: str, baseline: Optional[Path]):
+    from harness.core.config import JudgeConfig
+
+    if spec is None:
+        if args is not None or repeats != 1 or mode != "single" or baseline is not None:
+            raise UsageError("--judge-args, --judge-repeats, --judge-mode and --baseline-answers need --judge SPEC")
+        return None
+    return JudgeConfig(spec=spec, args=args, repeats=repeats, mode=mode, baseline_answers=baseline)
+
+
+def _json_summary(result, path: Path) -> None:
+    tasks: dict[str, dict] = {}
+    for row in result.metrics:
+        tasks.setdefault(row.task, {})[row.metric] = {"value": row.value, "stderr": row.stderr, "n": row.n}
+    path.write_text(json.dumps({"run_id": result.run_id, "model": result.model, "tasks": tasks}, indent=2))
+
+
+@commands.command()
+def run(
+    model: Optional[str] = typer.Option(None, "--model", help="hf:PATH_OR_ID (default: the embedded SmolLM2-135M-Instruct)"),
+    model_args: Optional[str] = typer.Option(None, "--model-args", help="key=value,... for the backend"),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="comma-separated task or group names"),
+    suite: Optional[str] = typer.Option(None, "--suite", help="suite name (suites/NAME.yaml) or path"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="documents per task"),
+    num_fewshot: Optional[int] = typer.Option(None, "--num-fewshot", min=0),
+    batch_size: Optional[str] = typer.Option(None, "--batch-size", help="integer or auto"),
+    seed: int = typer.Option(1234, "--seed"),
+    tag: list[str] = typer.Option([], "--tag", help="tag the run (repeatable)"),
+    db: Optional[Path] = DbOption,
+    json_path: Optional[Path] = typer.Option(None, "--json", help="write {run_id, model, tasks: {task: {metric: {value, stderr, n}}}}"),
+    no_progress: bool = typer.Option(False, "--no-progress"),
+    sandbox: str = typer.Option("auto", "--sandbox", help="where code tasks execute: auto|docker|bwrap|local"),
+    allow_unsandboxed_code: bool = typer.Option(False, "--allow-unsandboxed-code",
+                                                help="allow --sandbox local (model code runs on this machine)"),
+    judge: Optional[str] = typer.Option(None, "--judge", help="judge of judged tasks (mt_bench): any model spec, "
+                                        "e.g. openai:gpt-4o@https://api.openai.com/v1"),
+    judge_args: Optional[str] = typer.Option(None, "--judge-args", help="temperature=,max_tokens=,seed=,retries= "
+                                             "for the judge; other key=value pairs go to its backend"),
+    judge_repeats: int = typer.Option(1, "--judge-repeats", min=1, help="ask each judgment N times and report the "
+                                      "judge's variance (needs temperature > 0 or a seed in --judge-args)"),
+    judge_mode: str = typer.Option("single", "--judge-mode", help="single (a 1-10 rating) | pairwise (against --baseline-answers)"),
+    baseline_answers: Optional[Path] = typer.Option(None, "--baseline-answers",
+                                                    help="pairwise baseline: a FastChat model_answer .jsonl file"),
+) -> None:
+    """Evaluate a model on tasks or a suite and store the run."""
+    from harness.cli.tables import metrics_table, print_table
+    from harness.core.config import DEFAULT_MODEL, RunConfig
+    from harness.run.evaluator import evaluate
+    from harness.store.db import Store
+
+    suite_name, selections = _selections(tasks, suite, limit, num_fewshot)
+    if json_path is not None and not json_path.parent.is_dir():
+        raise UsageError(f"--json: directory {json_path.parent} does not exist")
+    config = RunConfig(tasks=selections, model=model or DEFAULT_MODEL, model_args=model_args, batch_size=batch_size,
+                       seed=seed, tags=tag, suite=suite_name, show_progress=not no_progress,
+                       sandbox=sandbox, allow_unsandboxed_code=allow_unsandboxed_code,
+                       judge=_judge_config(judge, judge_args, judge_repeats, judge_mode, baseline_answers))
+    result = evaluate(config, db_path(db))
+    store = Store(db_path(db), read_only=True)
+    try:
+        info = store.run(result.run_id)
+        task_info = {r.task: {"version": r.task_version, "num_fewshot": r.num_fewshot} for r in info["task_rows"].itertuples()}
+        print_table(metrics_table(store.metrics(result.run_id), task_info, title=f"run {result.run_id} · {result.model}"))
+        judge_info = json.loads(info["metadata"] or "{}").get("judge")
+    finally:
+        store.close()
+    for group, how in result.groups.items():
+        typer.echo(f"{group}: {how} (as lm-evaluation-harness 0.4)")
+    if judge_info:
+        j = judge_info["stats"]
+        typer.echo(f"judge {judge_info['spec']} ({judge_info['mode']}): {j['requested']} judge requests, {j['cached']} from cache, "
+                   f"{j['computed']} computed, {j['failed']} failed")
+    s = result.stats
+    typer.echo(f"run {result.run_id}{' (resumed)' if result.resumed else ''}: {s.unique} unique requests, "
+               f"{s.cached} from cache, {s.computed} computed; stored in {db_path(db)}")
+    if json_path is not None:
+        _json_summary(result, json_path)
+
+
+@commands.command("tasks")
+def tasks_cmd() -> None:
+    """List registered tasks and groups."""
+    from harness import tasks as catalog
+
+    for name in catalog.group_names():
+        typer.echo(f"{name}\t(group of {len(catalog.expand([name]))} tasks)")
+    for name in catalog.task_names():
+        task = catalog.get_task(name)
+        typer.echo(f"{name}\tv{task.version}\t{task.default_fewshot}-shot\t{','.join(task.request_kinds)}")
+
+
+@commands.command()
+def suites() -> None:
+    """List the suites in suites/."""
+    from harness.run.suite import load_suite, suite_names
+
+    for name in suite_names():
+        _, suite = load_suite(name)
+        typer.echo(f"{name}\t{suite.description}")
+
+
+@commands.command()
+def runs(
+    tag: Optional[str] = typer.Option(None, "--tag"),
+    model: Optional[str] = typer.Option(None, "--model"),
+    task: Optional[str] = typer.Option(None, "--task"),
+    db: Optional[Path] = DbOption,
+) -> None:
+    """List stored runs."""
+    from harness.cli.tables import print_table, runs_table
+    from harness.store.db import Store
+
+    store = Store(db_path(db), read_only=True)
+    try:
+        print_table(runs_table(store.runs(tag=tag, model=model, task=task)))
+    finally:
+        store.close()
+
+
+@commands.command()
+def show(run_ref: str = typer.Argument(..., metavar="RUN"), db: Optional[Path] = DbOption) -> None:
+    """Show a run: configuration, reproducibility metadata and metrics."""
+    from harness.cli.tables import metrics_table, print_table
+    from harness.store.db import Store
+
+    store = Store(db_path(db), read_only=True)
+    try:
+        run_id = store.resolve_run(run_ref)
+        info = store.run(run_id)
+        meta = json.loads(info["metadata"] or "{}")
+        typer.echo(f"run {run_id}  status={info['status']}  model={info['model']}  fingerprint={info['model_fingerprint'][:16]}")
+        typer.echo(f"created {info['created_at']}  finished {info['finished_at']}  tags={','.join(info['tags']) or '-'}  suite={info['suite'] or '-'}")
+        for key in ("harness_version", "git", "python", "libraries", "hardware", "backend", "judge"):
+            if key in meta:
+                typer.echo(f"{key}: {json.dumps(meta[key], default=str)}")
+        task_info = {r.task: {"version": r.task_version, "num_fewshot": r.num_fewshot} for r in info["task_rows"].itertuples()}
+        for r in info["task_rows"].itertuples():
+            typer.echo(f"task {r.task}: v{r.task_version}, {r.num_fewshot}-shot, {r.n_docs} docs, source {r.data_source}, "
+                       f"dataset {r.dataset_fingerprint[:12]}, prompts {r.prompts_hash[:12]}")
+        print_table(metrics_table(store.metrics(run_id), task_info))
+    finally:
+        store.close()

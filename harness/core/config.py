@@ -1,0 +1,46 @@
+"""What a run was asked to do: the tasks with their options, the model, and the judge of judged tasks.
+
+These are plain values that the command line (or a test, or a recipe) fills in and the run stage reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_MODEL = "hf:smollm2-135m-instruct"
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    """What `harness run --judge ...` asked for."""
+
+    spec: str
+    args: str | None = None
+    repeats: int = 1
+    mode: str = "single"
+    baseline_answers: Path | None = None
+
+
+@dataclass(frozen=True)
+class TaskSelection:
+    name: str
+    num_fewshot: int | None = None
+    limit: int | None = None
+    data: str | None = None  # force a data source: mirror | hub | fixture
+
+
+@dataclass
+class RunConfig:
+    tasks: list[TaskSelection]
+    model: str = DEFAULT_MODEL
+    model_args: str | None = None
+    batch_size: str | None = None
+    seed: int = 1234
+    tags: list[str] = field(default_factory=list)
+    suite: str | None = None
+    db: Path | None = None
+    show_progress: bool = True
+    sandbox: str = "auto"  # where code tasks execute: auto | docker | bwrap | local
+    allow_unsandboxed_code: bool = False  # lets --sandbox local run model code on this machine
+    judge: JudgeConfig | None = None  # grades judged tasks (mt_bench): --judge SPEC and its options

@@ -1,1 +1,0 @@
-"""Model files: the embedded default model and memoised content fingerprints of checkpoints."""

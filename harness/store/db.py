@@ -1,0 +1,256 @@
+"""The results store: one DuckDB file holding runs, samples, metrics and the request cache.
+
+A run row is written first with status 'running' and turns 'complete' only after every sample
+and metric is in, so a killed run never looks finished. Samples are keyed by
+(run_id, task, doc_id) and inserted with INSERT OR IGNORE, so a resumed run cannot duplicate
+them. The cache is keyed by model fingerprint + request hash (the hash covers generation
+settings), never by request alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from harness.core.errors import UsageError
+from harness.store.migrations import SCHEMA_VERSION, migrate
+from harness.store.sql import scalar
+
+
+def default_db_path() -> Path:
+    return Path(os.environ.get("HARNESS_DB", "results/harness.duckdb"))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class SampleRow:
+    task: str
+    doc_id: int
+    doc_hash: str
+    prompt_hash: str
+    target_hash: str
+    prompt: str
+    target: str
+    response: object
+    extracted: str | None
+    metrics: dict[str, float]
+    loglikelihoods: list[float] | None
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    task: str
+    metric: str
+    value: float
+    stderr: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+
+
+class Store:
+    def __init__(self, path: Path, read_only: bool = False) -> None:
+        self.path = path
+        if read_only and not path.exists():
+            raise UsageError(f"no results database at {path} (run `harness run` first, or pass --db)")
+        try:
+            if not read_only:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            self.con = duckdb.connect(str(path), read_only=read_only)
+        except (OSError, duckdb.Error) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UsageError(f"cannot open database {path}: {reason}") from None
+        if not read_only:
+            migrate(self.con)
+        else:
+            self._check_version()
+
+    def _check_version(self) -> None:
+        version = scalar(self.con, "SELECT max(version) FROM schema_version")
+        if version is None or version > SCHEMA_VERSION:
+            raise UsageError(f"database {self.path} has schema version {version}; this harness reads up to {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self.con.close()
+
+    # ---- runs -------------------------------------------------------------------------------
+
+    def resumable_run(self, config_hash: str) -> str | None:
+        row = self.con.execute(
+            "SELECT run_id FROM runs WHERE config_hash = ? AND status IN ('running', 'failed') ORDER BY created_at DESC LIMIT 1",
+            [config_hash],
+        ).fetchone()
+        return row[0] if row else None
+
+    def create_run(self, run_id: str, config_hash: str, fields: dict, tags: Sequence[str]) -> None:
+        self.con.execute(
+            """INSERT INTO runs (run_id, status, created_at, config_hash, model, model_fingerprint, backend,
+                                 backend_args, suite, tasks, num_fewshot, limit_docs, seed, metadata)
+               VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            [run_id, _now(), config_hash, fields["model"], fields["model_fingerprint"], fields["backend"],
+             json.dumps(fields["backend_args"]), fields.get("suite"), json.dumps(fields["tasks"]),
+             fields.get("num_fewshot"), fields.get("limit"), fields.get("seed"), json.dumps(fields.get("metadata", {}))],
+        )
+        self.add_tags(run_id, tags)
+
+    def add_tags(self, run_id: str, tags: Iterable[str]) -> None:
+        for tag in tags:
+            self.con.execute("INSERT OR IGNORE INTO run_tags VALUES (?, ?)", [run_id, tag])
+
+    def set_status(self, run_id: str, status: str, metadata: dict | None = None) -> None:
+        finished = _now() if status == "complete" else None
+        if metadata is None:
+            self.con.execute("UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?", [status, finished, run_id])
+        else:
+            self.con.execute(
+                "UPDATE runs SET status = ?, finished_at = ?, metadata = ? WHERE run_id = ?",
+                [status, finished, json.dumps(metadata), run_id],
+            )
+
+    def record_task(self, run_id: str, row: dict) -> None:
+        self.con.execute(
+            """INSERT OR REPLACE INTO run_tasks (run_id, task, task_version, num_fewshot, data_source,
+                                                 dataset_fingerprint, n_docs, prompts_hash)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+            [run_id, row["task"], row["version"], row["num_fewshot"], row["source"], row["fingerprint"],
+             row["n_docs"], row["prompts_hash"]],
+        )
+
+    def resolve_run(self, ref: str) -> str:
+        """A run id, a unique prefix of one, or a tag (the latest complete run with it)."""
+        rows = self.con.execute("SELECT run_id FROM runs WHERE run_id LIKE ? || '%'", [ref]).fetchall()
+        if len(rows) == 1:
+            return rows[0][0]
+        if len(rows) > 1:
+            raise UsageError(f"run id prefix {ref!r} is ambiguous ({len(rows)} runs)")
+        row = self.con.execute(
+            """SELECT r.run_id FROM runs r JOIN run_tags t USING (run_id)
+               WHERE t.tag = ? AND r.status = 'complete' ORDER BY r.created_at DESC LIMIT 1""",
+            [ref],
+        ).fetchone()
+        if row is None:
+            raise UsageError(f"no run or tag {ref!r} in {self.path}")
+        return row[0]
+
+    # ---- samples and metrics ----------------------------------------------------------------
+
+    def done_docs(self, run_id: str, task: str) -> set[int]:
+        rows = self.con.execute("SELECT doc_id FROM samples WHERE run_id = ? AND task = ?", [run_id, task]).fetchall()
+        return {r[0] for r in rows}
+
+    def insert_samples(self, run_id: str, rows: Sequence[SampleRow]) -> None:
+        if not rows:
+            return
+        frame = pd.DataFrame(
+            {
+                "run_id": run_id,
+                "task": [r.task for r in rows],
+                "doc_id": [r.doc_id for r in rows],
+                "doc_hash": [r.doc_hash for r in rows],
+                "prompt_hash": [r.prompt_hash for r in rows],
+                "target_hash": [r.target_hash for r in rows],
+                "prompt": [r.prompt for r in rows],
+                "target": [r.target for r in rows],
+                "response": [json.dumps(r.response) for r in rows],
+                "extracted": [r.extracted for r in rows],
+                "metrics": [json.dumps(r.metrics) for r in rows],
+                "loglikelihoods": [r.loglikelihoods for r in rows],
+            }
+        )
+        self.con.register("new_samples", frame)
+        try:
+            self.con.execute(
+                """INSERT OR IGNORE INTO samples SELECT run_id, task, doc_id, doc_hash, prompt_hash, target_hash,
+                          prompt, target, response::JSON, extracted, metrics::JSON, loglikelihoods::DOUBLE[] FROM new_samples"""
+            )
+        finally:
+            self.con.unregister("new_samples")
+
+    def sample_metrics(self, run_id: str, task: str) -> pd.DataFrame:
+        return self.con.execute(
+            "SELECT doc_id, metrics FROM samples WHERE run_id = ? AND task = ? ORDER BY doc_id", [run_id, task]
+        ).df()
+
+    def write_metrics(self, run_id: str, rows: Sequence[MetricRow]) -> None:
+        self.con.execute("DELETE FROM metrics WHERE run_id = ?", [run_id])
+        for r in rows:
+            self.con.execute(
+                "INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [run_id, r.task, r.metric, r.value, r.stderr, r.ci_low, r.ci_high, r.n],
+            )
+
+    def metrics(self, run_id: str) -> pd.DataFrame:
+        return self.con.execute(
+            "SELECT task, metric, value, stderr, ci_low, ci_high, n FROM metrics WHERE run_id = ? ORDER BY task, metric",
+            [run_id],
+        ).df()
+
+    def run(self, run_id: str) -> dict:
+        frame = self.con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]).df()
+        if frame.empty:
+            raise UsageError(f"no run {run_id!r}")
+        row = frame.iloc[0].to_dict()
+        row["tags"] = [t for (t,) in self.con.execute("SELECT tag FROM run_tags WHERE run_id = ? ORDER BY tag", [run_id]).fetchall()]
+        row["task_rows"] = self.con.execute("SELECT * FROM run_tasks WHERE run_id = ? ORDER BY task", [run_id]).df()
+        return row
+
+    def runs(self, tag: str | None = None, model: str | None = None, task: str | None = None) -> pd.DataFrame:
+        return self.con.execute(
+            """SELECT r.run_id, r.created_at, r.status, r.model, r.suite,
+                      (SELECT string_agg(tag, ',' ORDER BY tag) FROM run_tags t WHERE t.run_id = r.run_id) AS tags,
+                      (SELECT count(*) FROM samples s WHERE s.run_id = r.run_id) AS samples
+               FROM runs r
+               WHERE (? IS NULL OR EXISTS (SELECT 1 FROM run_tags t WHERE t.run_id = r.run_id AND t.tag = ?))
+                 AND (? IS NULL OR r.model LIKE '%' || ? || '%')
+                 AND (? IS NULL OR EXISTS (SELECT 1 FROM run_tasks k WHERE k.run_id = r.run_id AND k.task = ?))
+               ORDER BY r.created_at""",
+            [tag, tag, model, model, task, task],
+        ).df()
+
+    # ---- request cache ----------------------------------------------------------------------
+
+    def cache_get(self, model_fingerprint: str, hashes: Sequence[str]) -> dict[str, object]:
+        if not hashes:
+            return {}
+        wanted = pd.DataFrame({"request_hash": list(hashes)})
+        self.con.register("wanted_hashes", wanted)
+        try:
+            rows = self.con.execute(
+                """SELECT c.request_hash, c.response FROM cache c JOIN wanted_hashes w USING (request_hash)
+                   WHERE c.model_fingerprint = ?""",
+                [model_fingerprint],
+            ).fetchall()
+        finally:
+            self.con.unregister("wanted_hashes")
+        return {h: json.loads(value) for h, value in rows}
+
+    def cache_put(self, model_fingerprint: str, entries: Sequence[tuple[str, str, object]]) -> None:
+        """entries: (request_hash, kind, JSON-serialisable response)."""
+        if not entries:
+            return
+        frame = pd.DataFrame(
+            {
+                "model_fingerprint": model_fingerprint,
+                "request_hash": [e[0] for e in entries],
+                "kind": [e[1] for e in entries],
+                "response": [json.dumps(e[2]) for e in entries],
+                "created_at": _now(),
+            }
+        )
+        self.con.register("new_cache", frame)
+        try:
+            self.con.execute(
+                "INSERT OR IGNORE INTO cache SELECT model_fingerprint, request_hash, kind, response::JSON, created_at FROM new_cache"
+            )
+        finally:
+            self.con.unregister("new_cache")
