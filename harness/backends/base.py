@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from harness.core.errors import UsageError
+from harness.core.redact import redact_args
 from harness.core.requests import Generate, Loglikelihood, LoglikelihoodResult, LoglikelihoodRolling
 
 # Each backend method yields (index into the input list, result) pairs as batches finish,
@@ -89,7 +90,7 @@ class Backend(ABC):
 
     def describe(self) -> dict:
         """Reproducibility metadata: tokenizer and chat-template hashes, dtype, device, arguments."""
-        return {"backend": self.name, "spec": self.spec.text, "args": self.spec.args}
+        return {"backend": self.name, "spec": self.spec.text, "args": redact_args(self.spec.args)}
 
     def loglikelihood(self, requests: Sequence[Loglikelihood], progress: Progress) -> Iterator[tuple[int, LoglikelihoodResult]]:
         raise UsageError(f"backend {self.name} cannot compute loglikelihood requests")

@@ -13,6 +13,7 @@ from typing import Any
 from harness.bench.datasets import BenchPrompt
 from harness.bench.metrics import Timeline
 from harness.core.errors import UsageError
+from harness.core.redact import redact_args
 
 ENGINE_ARGS = {"dtype": str, "max_model_len": int, "gpu_memory_utilization": float, "tensor_parallel_size": int,
                "max_num_seqs": int, "enforce_eager": lambda v: v.lower() in ("1", "true", "yes"), "revision": str,
@@ -66,7 +67,7 @@ class VLLMEngine:
         return (total - free) / 2**20
 
     def describe(self) -> dict:
-        return {"backend": "vllm", "model": self.target, "engine_args": self.engine_args, "ignore_eos": self.ignore_eos,
+        return {"backend": "vllm", "model": self.target, "engine_args": redact_args(self.engine_args), "ignore_eos": self.ignore_eos,
                 "vllm_version": getattr(self.vllm, "__version__", None)}
 
     async def aclose(self) -> None:

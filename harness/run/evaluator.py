@@ -168,7 +168,7 @@ def _execute(config: RunConfig, store: Store, backend: Backend, prepared: list[P
         rows, groups = aggregate_run(store, run_id, prepared)
         rows = judge_stage.finish_metrics(store, run_id, prepared, rows, judge)
         store.write_metrics(run_id, rows)
-        meta = metadata.collect(backend.describe() | {"args": redact_args(backend.spec.args)}, config.seed)
+        meta = metadata.collect(backend.describe(), config.seed)  # describe() redacts the arguments
         meta["tasks"] = {p.task.name: {"version": p.task.version, "num_fewshot": p.num_fewshot, "limit": p.limit,
                                        "source": p.dataset.source, "dataset_fingerprint": p.dataset.fingerprint,
                                        "prompts_hash": p.prompts_hash} for p in prepared}

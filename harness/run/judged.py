@@ -21,7 +21,6 @@ from harness.backends.replay import read_model_answers
 from harness.core.config import JudgeConfig
 from harness.core.errors import UsageError
 from harness.core.hashing import sha256_file, sha256_json, sha256_text
-from harness.core.redact import redact_args
 from harness.core.requests import Generate, Request, Response
 from harness.core.task import Instance, Scored, StageContext, Task
 from harness.run.prepared import PreparedTask
@@ -86,13 +85,12 @@ class JudgeSession:
                 "prompts": {name: p.sha256 for name, p in sorted(self.prompts.items())}, "baseline": self.baseline_sha}
 
     def describe(self) -> dict:
-        args = redact_args(self.backend.spec.args)
         return {"spec": self.backend.spec.text, "fingerprint": self._fingerprint, "mode": self.config.mode,
                 "temperature": self.settings.temperature, "max_tokens": self.settings.max_tokens, "seed": self.settings.seed,
                 "retries": self.settings.retries, "repeats": self.settings.repeats,
                 "prompt_hashes": {name: p.sha256 for name, p in sorted(self.prompts.items())},
                 "baseline_answers": {"path": str(self.config.baseline_answers), "sha256": self.baseline_sha} if self.baseline_sha else None,
-                "backend": self.backend.describe() | {"args": args}, "stats": self.client.stats.calls()}
+                "backend": self.backend.describe(), "stats": self.client.stats.calls()}
 
     def ask(self, requests: Sequence[Generate]) -> dict[str, str]:
         """The judge's reply text per request hash; failed requests are missing (their reason in `errors`)."""

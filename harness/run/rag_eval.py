@@ -178,7 +178,7 @@ def _execute(config: RagConfig, store: Store, samples: list[RagSample], judge: J
             stats = judge.stats.as_dict()
             rows.append(MetricRow(TASK, INVALID_METRIC, float(stats["invalid"]), None, None, None, stats["judgments"]))
         store.write_metrics(run_id, rows)
-        described = (backend.describe() | {"args": redact_args(backend.spec.args)}) if backend else {"backend": None}
+        described = backend.describe() if backend else {"backend": None}  # describe() redacts the arguments
         meta = metadata.collect(described, 0)
         meta["tasks"] = {TASK: {"version": VERSION, "source": f"file:{config.data}", "dataset_fingerprint": fingerprints.items,
                                 "outputs_fingerprint": fingerprints.outputs, "prompts_hash": fingerprints.method}}

@@ -43,7 +43,7 @@ SUBSET_IDS = (81, 82, 111, 112, 121, 122)  # writing, math, coding: the question
 CATEGORY = {81: "writing", 82: "writing", 111: "math", 112: "math", 121: "coding", 122: "coding"}
 NEED_REF = ("math", "reasoning", "coding")
 JUDGE_MODEL = "judge"
-# sha256 of FastChat's files as listed in ../shared/data/MANIFEST.md
+# sha256 of FastChat's published files (fastchat/llm_judge/data/mt_bench at the pinned commit)
 PUBLISHED_SHA256 = {
     "judge_prompts.jsonl": "fd283293406d024f44c174b094ef48031d0687a4682fd3a56b29b138f80281b6",
     "question.jsonl": "119565adbab82227089cefdb44c8d7e2cf04dc0a0ec233634c82e7d4e2a944f7",

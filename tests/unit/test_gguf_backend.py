@@ -143,6 +143,7 @@ def test_tokens_match_the_hf_tokenizer(backend: GGUFBackend, hf_tokenizer) -> No
 # -- loglikelihood against hf -------------------------------------------------------------------
 
 
+@pytest.mark.slow  # runs hf and llama.cpp over the fixtures
 def test_same_answers_as_hf_on_fixtures(agreement: dict[str, TaskAgreement]) -> None:
     assert set(agreement) == {"hellaswag", "mmlu_anatomy", "mmlu_high_school_geography"}
     assert [a.n_docs for a in agreement.values()] == [50, 10, 10]
@@ -157,6 +158,7 @@ def test_same_answers_as_hf_on_fixtures(agreement: dict[str, TaskAgreement]) -> 
         assert abs(result.acc_a - result.acc_b) <= 1 - result.agreement + 1e-9, task
 
 
+@pytest.mark.slow  # runs hf and llama.cpp over the fixtures
 def test_loglikelihood_spread_within_measured_bounds(agreement: dict[str, TaskAgreement]) -> None:
     for task, result in agreement.items():
         max_bound, median_bound = bound_for(task)
@@ -168,6 +170,7 @@ def test_loglikelihood_spread_within_measured_bounds(agreement: dict[str, TaskAg
     assert max(r.max_delta for r in agreement.values()) > 1e-3
 
 
+@pytest.mark.slow  # runs hf and llama.cpp over the fixtures
 def test_float32_copy_matches_hf_to_float_noise(fixture_runs, tmp_path: Path) -> None:
     """The same GGUF dequantised to float32 by llama.cpp, with a float32 KV cache: nothing is
     rounded differently from torch any more, so any gap left would be a scoring bug."""
@@ -294,6 +297,7 @@ def test_long_prompts_are_left_truncated(backend: GGUFBackend) -> None:
 # -- the command line ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # runs hf and llama.cpp over the fixtures
 def test_gsm8k_greedy_generations_are_stored(tmp_path: Path, backend: GGUFBackend) -> None:
     db = tmp_path / "gsm8k.duckdb"
     result = harness_cli("run", "--tasks", "gsm8k", "--limit", "3", "--model", "gguf:embedded",

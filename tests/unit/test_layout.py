@@ -51,6 +51,18 @@ def test_every_package_folder_is_shipped() -> None:
     assert listed - folders == set(), "these listed packages have no __init__.py"
 
 
+def test_sandbox_image_builder_is_stdlib_only() -> None:
+    """.ci/run runs `python3 sandbox/image.py` with the system python, before any virtualenv exists."""
+    import ast
+
+    tree = ast.parse((REPO / "sandbox" / "image.py").read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module and node.level == 0}
+    assert imported and imported <= set(sys.stdlib_module_names) | {"__future__"}, imported - set(sys.stdlib_module_names)
+    assert "sandbox/image.py --method import" in (REPO / ".ci" / "run").read_text()
+
+
 def test_stage_contract_holds(staged: Path, monkeypatch) -> None:
     from importlinter.cli import lint_imports
 
@@ -68,8 +80,14 @@ def test_no_import_cycles(staged: Path, monkeypatch) -> None:
     graph = grimp.build_graph("harness", cache_dir=None)
     modules = sorted(graph.modules)
     edges = {m: {i for i in graph.find_modules_directly_imported_by(m) if i in graph.modules} for m in modules}
+    assert len(modules) > 100 and sum(map(len, edges.values())) > 250  # the whole package was read
     cycles = strongly_connected(edges)
     assert cycles == [], "import cycles: " + "; ".join(" <-> ".join(sorted(c)) for c in cycles)
+
+
+def test_cycle_finder_finds_cycles() -> None:
+    assert strongly_connected({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [{"a", "b", "c"}]
+    assert strongly_connected({"a": {"b"}, "b": set()}) == []
 
 
 def strongly_connected(edges: dict[str, set[str]]) -> list[set[str]]:

@@ -89,7 +89,7 @@ class HFBackend(Backend):
         model_dir = loaded.model_dir if loaded else self._model_dir()
         files = Path(model_dir) if self.source.kind != "hub" else _hub_snapshot(self.source.target, self.options.revision)
         tokenizer_json = files / "tokenizer.json" if files else None
-        template = _chat_template_text(loaded.tokenizer if loaded else None, files)
+        template = chat_template_text(loaded.tokenizer if loaded else None, files)
         return super().describe() | {
             "model_dir": str(files) if self.source.kind == "hub" and files else model_dir,
             "source": self.source.kind,
@@ -300,7 +300,7 @@ def _hub_snapshot(repo_id: str, revision: str | None) -> Path | None:
     return Path(found).parent if isinstance(found, str) else None
 
 
-def _chat_template_text(tokenizer: Any, files: Path | None) -> str | None:
+def chat_template_text(tokenizer: Any, files: Path | None) -> str | None:
     if tokenizer is not None:
         template = tokenizer.chat_template
         return template if isinstance(template, str) or template is None else json.dumps(template, sort_keys=True)

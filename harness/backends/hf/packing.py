@@ -157,7 +157,7 @@ class PackedScorer:
         inputs = build_inputs(rows, dtype, device)
         keep = inputs.pop("keep")
         logits = self.kept_logits(inputs, keep)
-        return _scores_from_logits(rows, keep, logits)
+        return scores_from_logits(rows, keep, logits)
 
     def kept_logits(self, inputs: dict[str, Any], keep: torch.Tensor) -> torch.Tensor:
         n_kept = int(keep.sum())
@@ -175,7 +175,7 @@ class PackedScorer:
             return self.model(**inputs, use_cache=False).logits[keep]
 
 
-def _scores_from_logits(rows: Sequence[PackedRow], keep: torch.Tensor, logits: torch.Tensor) -> list[Score]:
+def scores_from_logits(rows: Sequence[PackedRow], keep: torch.Tensor, logits: torch.Tensor) -> list[Score]:
     """logits: (N, vocab) for keep's True positions in row-major order."""
     flat = torch.cumsum(keep.flatten().to(torch.long), 0) - 1
     width = keep.shape[1]

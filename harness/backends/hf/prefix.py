@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from harness.backends.hf.packing import PackedRow, PackedScorer, Score, _scores_from_logits, build_inputs
+from harness.backends.hf.packing import PackedRow, PackedScorer, Score, build_inputs, scores_from_logits
 
 MIN_SHARED_PREFIX = 64
 PREFIX_BATCH = 16  # rows per prefix batch when batch_size is auto: keys/values grow with it
@@ -89,7 +89,7 @@ def score_with_prefix(scorer: PackedScorer, rows: Sequence[PackedRow], cut: int)
         cache.batch_repeat_interleave(len(rows))
         inputs["past_key_values"] = cache  # the layers append the suffix keys/values to it
         logits = scorer.kept_logits(inputs, keep)
-    return _scores_from_logits(suffixes, keep, logits)
+    return scores_from_logits(suffixes, keep, logits)
 
 
 def score(scorer: PackedScorer, rows: Sequence[PackedRow]) -> list[Score]:

@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 
 import httpx
 
+from harness.core.redact import MASK
+
 log = logging.getLogger("harness.openai")
 T = TypeVar("T")
 
@@ -58,7 +60,7 @@ class ClientConfig:
 
     def scrub(self, text: str) -> str:
         """Text safe to show: the key replaced, wherever a server or library echoed it."""
-        return text.replace(self.api_key, "***") if self.api_key else text
+        return text.replace(self.api_key, MASK) if self.api_key else text
 
 
 @dataclass

@@ -101,12 +101,12 @@ class VLLMBackend(Backend):
         return self.source.target
 
     def describe(self) -> dict:
-        from harness.backends.hf.backend import _chat_template_text
+        from harness.backends.hf.backend import chat_template_text
 
         # the embedded checkpoint's path without converting it: a fully cached run never needs it
         files = embedded.hf_dir() if self.source.kind == "embedded" else Path(self.source.target) if self.source.kind == "local" else None
         tokenizer_json = files / "tokenizer.json" if files else None
-        template = _chat_template_text(self._loaded.tokenizer if self._loaded else None, files)
+        template = chat_template_text(self._loaded.tokenizer if self._loaded else None, files)
         return super().describe() | {
             "model_dir": str(files) if files else None,
             "source": self.source.kind,
