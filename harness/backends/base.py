@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from harness.core.errors import UsageError
-from harness.core.redact import redact_args
+from harness.core.redact import redact_args, redact_pairs, strip_userinfo
 from harness.core.requests import Generate, Loglikelihood, LoglikelihoodResult, LoglikelihoodRolling
 
 # Each backend method yields (index into the input list, result) pairs as batches finish,
@@ -48,7 +48,8 @@ class ModelSpec:
 
     @property
     def text(self) -> str:
-        return f"{self.prefix}:{self.target}"
+        """The spec as it may be shown and stored: credentials in a URL are replaced by a marker."""
+        return strip_userinfo(f"{self.prefix}:{self.target}")
 
 
 def parse_model_args(text: str | None) -> dict[str, str]:
@@ -59,7 +60,9 @@ def parse_model_args(text: str | None) -> dict[str, str]:
     for part in text.split(","):
         key, sep, value = part.partition("=")
         if not sep or not key.strip() or not value.strip():
-            raise UsageError(f"malformed --model-args {text!r}: expected key=value[,key=value...]")
+            raise UsageError(f"malformed --model-args {redact_pairs(text)!r}: expected key=value[,key=value...]")
+        if key.strip() in args:
+            raise UsageError(f"--model-args names {key.strip()} twice: give each key once")
         args[key.strip()] = value.strip()
     return args
 
@@ -67,7 +70,7 @@ def parse_model_args(text: str | None) -> dict[str, str]:
 def parse_model_spec(spec: str, model_args: str | None = None) -> ModelSpec:
     prefix, sep, target = spec.partition(":")
     if not sep or not target:
-        raise UsageError(f"malformed model spec {spec!r}: expected PREFIX:TARGET, e.g. hf:PATH_OR_ID")
+        raise UsageError(f"malformed model spec {strip_userinfo(spec)!r}: expected PREFIX:TARGET, e.g. hf:PATH_OR_ID")
     backend_target(prefix)  # unknown prefix -> UsageError
     return ModelSpec(prefix=prefix, target=target, args=parse_model_args(model_args))
 

@@ -19,6 +19,7 @@ and which `stream_options` it accepts, and turns anything that stops a run into 
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from harness.bench.datasets import BenchPrompt
 from harness.bench.http import ConnectionPool, HttpError, Origin, Response
 from harness.bench.metrics import Timeline
 from harness.core.errors import UsageError
+from harness.core.redact import split_userinfo
 
 try:  # parsing is off the hot path, but orjson makes finishing a 64-stream level cheaper
     from orjson import loads as _loads
@@ -172,6 +174,7 @@ class OpenAIStreamClient:
     def __init__(self, endpoint: str, model: str, *, api: str = "completions", api_key: str | None = None,
                  ignore_eos: bool = False, timeout: float = 600.0, temperature: float = 0.0,
                  count_tokens: Counter_ | None = None, extra_body: dict | None = None) -> None:
+        endpoint, credentials = split_userinfo(endpoint)  # user:password@ is sent as Basic auth, never shown
         try:
             self.origin = Origin.parse(endpoint)
         except ValueError as exc:
@@ -186,6 +189,8 @@ class OpenAIStreamClient:
         self.headers = {"Content-Type": "application/json", "Accept": "text/event-stream", "User-Agent": "harness-bench"}
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
+        elif credentials:
+            self.headers["Authorization"] = "Basic " + base64.b64encode(":".join(credentials).encode()).decode()
         self.pool = ConnectionPool(self.origin)
         self.capabilities: Capabilities | None = None
         self._bodies: dict[int, tuple[BenchPrompt, bytes]] = {}

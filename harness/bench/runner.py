@@ -25,6 +25,7 @@ from harness.bench.datasets import BenchPrompt, HFTokenizer, Tokenizer, check_da
 from harness.bench.load import Bounds, LoadLevel, Outcome, run_level
 from harness.bench.metrics import LevelSummary, Slo, summarize
 from harness.core.errors import UsageError
+from harness.core.redact import strip_userinfo
 
 
 @dataclass
@@ -87,7 +88,8 @@ class BenchConfig:
         return level.concurrency or 1
 
     def target(self) -> str:
-        return self.endpoint or self.model or ""
+        """What is benchmarked, as it may be shown and stored (credentials in a URL masked)."""
+        return strip_userinfo(self.endpoint or self.model or "")
 
 
 @dataclass

@@ -14,6 +14,15 @@ from harness.core.errors import UsageError
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Evaluate language models; keep every number in DuckDB.")
 log = logging.getLogger("harness")
+# A killed run keeps every finished sample and cached answer; the same command continues it.
+RESUMABLE_COMMANDS = ("run", "rag-eval")
+
+
+def interrupted_message(argv: list[str]) -> str:
+    command = next((a for a in argv if not a.startswith("-")), "")
+    if command in RESUMABLE_COMMANDS:
+        return "harness: interrupted; the run is resumable with the same command"
+    return "harness: interrupted"
 
 # Each command module holds its commands on a Typer of its own (`commands`); they are composed here.
 COMMAND_MODULES = (run, bench, decisions, rag, report, sandbox, serve)
@@ -49,14 +58,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"harness: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("harness: interrupted", file=sys.stderr)
+        print(interrupted_message(sys.argv[1:] if argv is None else argv), file=sys.stderr)
         return 130
     except Exception as exc:  # never a traceback unless asked for
         kind = _cli_exception_kind(exc)
         if kind == "exit":
             return int(exc.exit_code)  # type: ignore[attr-defined]
         if kind == "abort":
-            print("harness: interrupted", file=sys.stderr)
+            print(interrupted_message(sys.argv[1:] if argv is None else argv), file=sys.stderr)
             return 130
         if kind == "usage":
             message = exc.format_message()  # type: ignore[attr-defined]

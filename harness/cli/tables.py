@@ -15,6 +15,13 @@ def _fmt(value: object, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _text(value: object) -> str:
+    """A cell of text: missing values (None, or NaN where pandas filled a gap) are empty."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value)
+
+
 def metrics_table(frame: pd.DataFrame, task_info: dict[str, dict] | None = None, title: str | None = None) -> Table:
     """frame columns: task, metric, value, stderr, ci_low, ci_high, n."""
     task_info = task_info or {}
@@ -35,7 +42,8 @@ def runs_table(frame: pd.DataFrame) -> Table:
     for name in ("Run", "Created (UTC)", "Status", "Model", "Suite", "Tags", "Samples"):
         table.add_column(name)
     for row in frame.itertuples(index=False):
-        table.add_row(row.run_id, str(row.created_at)[:19], row.status, row.model, row.suite or "", row.tags or "", str(row.samples))
+        table.add_row(_text(row.run_id), _text(row.created_at)[:19], _text(row.status), _text(row.model), _text(row.suite),
+                      _text(row.tags), _text(row.samples))
     return table
 
 

@@ -21,6 +21,7 @@ from harness.backends.replay import read_model_answers
 from harness.core.config import JudgeConfig
 from harness.core.errors import UsageError
 from harness.core.hashing import sha256_file, sha256_json, sha256_text
+from harness.core.redact import strip_userinfo
 from harness.core.requests import Generate, Request, Response
 from harness.core.task import Instance, Scored, StageContext, Task
 from harness.run.prepared import PreparedTask
@@ -121,7 +122,7 @@ def open_judge(config: JudgeConfig | None, prepared: Sequence[PreparedTask], run
     staged = [p for p in prepared if is_staged(p.task)]
     if not staged:
         if config is not None:
-            log.warning("--judge %s is not used: none of the selected tasks is judged", config.spec)
+            log.warning("--judge %s is not used: none of the selected tasks is judged", strip_userinfo(config.spec))
         return None
     names = ", ".join(p.task.name for p in staged)
     if config is None:
@@ -145,7 +146,7 @@ def open_judge(config: JudgeConfig | None, prepared: Sequence[PreparedTask], run
     try:
         backend.check({"generate"})  # a server judge: reachable, and serving that model
         if "generate" not in backend.supports:
-            raise UsageError(f"judge {config.spec} cannot answer generate requests")
+            raise UsageError(f"judge {backend.spec.text} cannot answer generate requests")
         return JudgeSession(config, backend, settings, prompts, run_seed, baseline)
     except BaseException:
         backend.close()

@@ -26,6 +26,7 @@ Run: harness serve judge --script FILE --port N [--log requests.jsonl]
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
@@ -155,7 +156,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         judge = self.server.judge
         index, rule, match = judge.script.choose(prompt_of(path, body))
-        judge.record({"path": path, "body": body, "rule": index, "mode": rule.mode, "time": time.time()})
+        auth = self.headers.get("Authorization")
+        # which credential came, without keeping it: the sha256 of the Authorization header
+        judge.record({"path": path, "body": body, "rule": index, "mode": rule.mode, "time": time.time(),
+                      "auth_sha256": hashlib.sha256(auth.encode()).hexdigest() if auth else None})
         if rule.mode == "stall" and judge.stopping.wait(rule.seconds):
             return  # shutting down: drop the connection
         if rule.mode == "error":

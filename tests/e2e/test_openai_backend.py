@@ -241,6 +241,10 @@ def test_openai_run_equals_hf_run_per_sample(logprob_server, tmp_path: Path) -> 
 def test_off_by_one_server_is_refused_before_any_sample(server_factory: ServerFactory, tmp_path: Path) -> None:
     buggy = server_factory.logprob("--echo-bug")
     b = backend(buggy.base_url)
+    b.check({"generate"})
+    assert b._probe is None  # a generate-only run never waits for the logprob probe
+    with pytest.raises(UsageError, match="not log p"):
+        b.check({"loglikelihood"})
     assert b.supports == {"generate"}
     assert not b.probe().ok and abs(b.probe().echoed_logprob - b.probe().generated_logprob) > 1.0
     db = tmp_path / "refused.duckdb"

@@ -22,7 +22,7 @@ import logging
 import os
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from harness.backends.base import Backend, ModelSpec, Progress
@@ -31,6 +31,7 @@ from harness.backends.openai.logprobs import continuation_result, parse_echo, ro
 from harness.backends.openai.probe import ProbeResult, run_probe
 from harness.core.errors import UsageError
 from harness.core.hashing import sha256_json
+from harness.core.redact import split_userinfo
 from harness.core.requests import Generate, Loglikelihood, LoglikelihoodResult, LoglikelihoodRolling
 
 log = logging.getLogger("harness.openai")
@@ -60,7 +61,7 @@ MAX_SERVER_STOPS = 4
 @dataclass(frozen=True)
 class OpenAIOptions:
     model: str
-    base_url: str
+    base_url: str  # without credentials: what is shown, stored and fingerprinted
     concurrency: int = 8
     timeout_s: float = 300.0
     max_retries: int = 6
@@ -68,6 +69,7 @@ class OpenAIOptions:
     api_key_env_given: bool = False
     probe: bool = True
     extra_body: tuple[tuple[str, Any], ...] = ()  # server-specific sampling fields, sent with generation requests
+    basic_auth: tuple[str, str] | None = field(default=None, repr=False)  # the URL's user:password@, for requests only
 
 
 def _usage(message: str) -> UsageError:
@@ -103,8 +105,9 @@ def parse_options(spec: ModelSpec) -> OpenAIOptions:
     env_name = args.get("api_key_env", "OPENAI_API_KEY")
     if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", env_name):
         raise _usage(f"bad api_key_env={env_name!r}: expected an environment variable name")
+    base_url, basic_auth = split_userinfo(match["url"].rstrip("/"))
     return OpenAIOptions(
-        model=match["model"], base_url=match["url"].rstrip("/"),
+        model=match["model"], base_url=base_url, basic_auth=basic_auth,
         concurrency=_number("concurrency", args.get("concurrency", "8"), int, 1),
         timeout_s=_number("timeout", args.get("timeout", "300"), float, 0.1),
         max_retries=_number("max_retries", args.get("max_retries", "6"), int, 0),
@@ -153,7 +156,7 @@ class OpenAIBackend(Backend):
         if key is None and o.api_key_env_given:
             raise UsageError(f"openai: api_key_env={o.api_key_env} but that environment variable is not set")
         retries = o.max_retries if max_retries is None else max_retries
-        return ClientConfig(o.base_url, o.timeout_s, retries, o.concurrency, api_key=key)
+        return ClientConfig(o.base_url, o.timeout_s, retries, o.concurrency, api_key=key, basic_auth=o.basic_auth)
 
     def server_info(self) -> dict | None:
         """The served model's entry in /models (stable fields only); None if the server lists none."""
@@ -193,7 +196,10 @@ class OpenAIBackend(Backend):
 
     @property  # type: ignore[override]
     def supports(self) -> frozenset[str]:
-        return frozenset({"generate"}) | (LOGLIKELIHOOD_KINDS if self.probe().ok else frozenset())
+        """Generation always; loglikelihoods unless the probe ran and failed. The probe runs only
+        when a run needs loglikelihoods (`check`): a generate-only run never waits for it."""
+        refused = self._probe is not None and not self._probe.ok
+        return frozenset({"generate"}) | (frozenset() if refused else LOGLIKELIHOOD_KINDS)
 
     def check(self, kinds: set[str]) -> None:
         self.server_info()

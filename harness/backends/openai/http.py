@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from harness.core.redact import MASK
+from harness.core.redact import MASK, strip_userinfo
 
 log = logging.getLogger("harness.openai")
 T = TypeVar("T")
@@ -54,13 +54,17 @@ class ClientConfig:
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 30.0
     api_key: str | None = field(default=None, repr=False)
+    basic_auth: tuple[str, str] | None = field(default=None, repr=False)  # from the URL's user:password@
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     def scrub(self, text: str) -> str:
-        """Text safe to show: the key replaced, wherever a server or library echoed it."""
-        return text.replace(self.api_key, MASK) if self.api_key else text
+        """Text safe to show: the key and URL credentials replaced, wherever a server or library echoed them."""
+        for secret in (self.api_key, *(self.basic_auth or ())):
+            if secret:
+                text = text.replace(secret, MASK)
+        return strip_userinfo(text)
 
 
 @dataclass
@@ -128,7 +132,8 @@ class AsyncApi:
         self.rng = random.Random()
         limits = httpx.Limits(max_connections=config.concurrency, max_keepalive_connections=config.concurrency)
         self._client = httpx.AsyncClient(base_url=config.base_url, headers=config.headers(), limits=limits,
-                                         timeout=httpx.Timeout(config.timeout_s), transport=transport)
+                                         timeout=httpx.Timeout(config.timeout_s), transport=transport,
+                                         auth=httpx.BasicAuth(*config.basic_auth) if config.basic_auth else None)
 
     async def aclose(self) -> None:
         await self._client.aclose()
