@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import abc
 import json
+import math
+import operator
 import os
 import secrets
 import signal
@@ -12,9 +14,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import IO, Literal
+
+from harness.core.errors import UsageError
 
 Status = Literal["passed", "failed", "timeout", "oom", "killed", "error"]
 
@@ -23,9 +27,81 @@ RUNNER_SETUP_FAILED = 121
 RUNNER_SOURCE = (Path(__file__).with_name("runner.py")).read_text()
 
 
+class LimitError(UsageError):
+    """A `Limits` field out of its bounds. A UsageError (the CLI prints one line, exit 2); `field`, `value`
+    and `allowed` let a caller name its own option (`--memory-mb`) instead of the field."""
+
+    def __init__(self, name: str, value: object, allowed: str):
+        self.field, self.value, self.allowed = name, value, allowed
+        super().__init__(f"sandbox limit {name} must be {allowed}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The allowed values of one `Limits` field: low..high inclusive (low excluded where `low_open`)."""
+
+    low: float
+    high: float
+    unit: str
+    integer: bool
+    low_open: bool = False
+
+    def describe(self) -> str:
+        def num(x: float) -> str:
+            return str(int(x)) if float(x).is_integer() else str(x)
+
+        kind = "an integer" if self.integer else "a number"
+        if self.low_open:
+            return f"{kind} greater than {num(self.low)} and at most {num(self.high)} ({self.unit})"
+        return f"{kind} from {num(self.low)} to {num(self.high)} ({self.unit})"
+
+
+# Why these bounds (each one is also where a backend stops meaning what the field says):
+#   timeout_s     any positive wall-clock time up to an hour: no scored program needs more, and 0, negative,
+#                 NaN or inf would make supervise() never wait or wait forever.
+#   memory_mb     16 MiB (python3 starts under RLIMIT_AS from 16 MiB; at 8 it cannot map libm under bwrap
+#                 and a docker container that small never answers) to 64 GiB. 0 kills the interpreter
+#                 with SIGSEGV before it runs a line; negative wraps RLIMIT_AS to "unlimited".
+#   pids          1 to 4096 processes and threads (RLIMIT_NPROC, docker --pids-limit): 0 or negative
+#                 either forbids the program itself or reaches 0 / -1, which both backends read as "no limit".
+#   cpus          docker's own range, 0.01 to the CPUs of this machine (docker refuses more than it has).
+#   file_size_mb  1 MiB to 64 GiB (RLIMIT_FSIZE: 0 kills the first write with SIGXFSZ).
+#   tmp_mb        1 MiB to 64 GiB (tmpfs size: 0 means an unlimited tmpfs, the limit switched off).
+#   output_bytes  1 KiB (room for a traceback's head and tail) to 64 MiB for each of stdout and stderr.
+LIMIT_BOUNDS: dict[str, Bound] = {
+    "timeout_s": Bound(0, 3600, "seconds", integer=False, low_open=True),
+    "memory_mb": Bound(16, 64 * 1024, "MiB", integer=True),
+    "pids": Bound(1, 4096, "processes", integer=True),
+    "cpus": Bound(0.01, float(os.cpu_count() or 1), "CPUs of this machine", integer=False),
+    "file_size_mb": Bound(1, 64 * 1024, "MiB", integer=True),
+    "tmp_mb": Bound(1, 64 * 1024, "MiB", integer=True),
+    "output_bytes": Bound(1024, 64 * 1024 * 1024, "bytes", integer=True),
+}
+
+
+def _checked(name: str, value: object) -> int | float:
+    """`value` as the plain int or float the backends use, or LimitError naming the field and its range."""
+    bound = LIMIT_BOUNDS[name]
+    if isinstance(value, (bool, str, bytes)):
+        raise LimitError(name, value, bound.describe())
+    number: int | float
+    try:
+        number = operator.index(value) if bound.integer else float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        raise LimitError(name, value, bound.describe()) from None
+    if not math.isfinite(number) or number > bound.high or number < bound.low or (
+            bound.low_open and number == bound.low):
+        raise LimitError(name, value, bound.describe())
+    return number
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Resource limits of one execution. Time limits are generous on purpose (evalplus's lesson)."""
+    """Resource limits of one execution. Time limits are generous on purpose (evalplus's lesson).
+
+    Every field is checked when a Limits is made (by the CLI, a task, a suite or `dataclasses.replace`):
+    a value outside `LIMIT_BOUNDS` raises LimitError, a UsageError, instead of switching a limit off
+    or turning into a misleading verdict. Values are stored as plain int / float."""
 
     timeout_s: float = 10.0  # wall clock
     memory_mb: int = 512  # address space (rlimit) and, for docker, memory + swap of the container
@@ -34,6 +110,10 @@ class Limits:
     file_size_mb: int = 16  # largest single file the program may write
     tmp_mb: int = 64  # size of the writable tmpfs that holds the work dir
     output_bytes: int = 64 * 1024  # budget for each of stdout and stderr
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # a field without an entry in LIMIT_BOUNDS fails here, on every Limits()
+            object.__setattr__(self, f.name, _checked(f.name, getattr(self, f.name)))
 
     def cpu_seconds(self) -> int:
         return int(self.timeout_s) + 2

@@ -23,11 +23,11 @@ harness.taskkit.formats). `Scored.extracted` is JSON {filter name: extracted ans
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from harness.core.task import Dataset, Task
 from harness.scoring.filters import ExactMatchOptions, FilterPipeline
+from harness.taskkit import files
 from harness.taskkit.data import HubSpec
 from harness.taskkit.formats import GenerateFormat, PromptFormat, cached_load, generate_until_task
 from harness.tasks import register_task
@@ -108,8 +108,7 @@ COT_FORMAT = GenerateFormat(
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as handle:
-        return [{"question": r["question"], "answer": r["answer"]} for r in map(json.loads, filter(str.strip, handle))]
+    return files.read_jsonl(path, lambda r: {"question": r["question"], "answer": r["answer"]})
 
 
 def dir_loader(root: Path) -> tuple[list[dict], list[dict]]:

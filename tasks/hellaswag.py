@@ -25,11 +25,11 @@ Version "1.0" is lm-eval's.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from harness.core.task import Dataset, Task
+from harness.taskkit import files
 from harness.taskkit.data import HubSpec
 from harness.taskkit.formats import ChoiceFormat, PromptFormat, cached_load, multiple_choice_task
 from harness.tasks import register_task
@@ -59,7 +59,7 @@ def process_hub_row(row: dict) -> dict:
     return {
         "query": preprocess(row["activity_label"] + ": " + ctx),
         "choices": [preprocess(ending) for ending in row["endings"]],
-        "gold": int(row["label"]),
+        "gold": files.choice_index(row["label"], len(row["endings"])),
     }
 
 
@@ -85,8 +85,7 @@ def process_row(row: dict) -> dict:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as handle:
-        return [process_row(json.loads(line)) for line in handle if line.strip()]
+    return files.read_jsonl(path, process_row)
 
 
 def dir_loader(root: Path) -> tuple[list[dict], list[dict]]:

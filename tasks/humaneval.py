@@ -14,13 +14,12 @@ replayed from a file are treated as a model's would be.
 
 from __future__ import annotations
 
-import gzip
-import json
 from pathlib import Path
 
 from harness.core.requests import Generate, Response
 from harness.core.task import Dataset, Instance, MetricSpec, ScoreContext, Scored, Task
 from harness.scoring import code as code_eval
+from harness.taskkit import files
 from harness.taskkit.data import HubSpec
 from harness.taskkit.formats import cached_load
 from harness.tasks import register_task
@@ -33,8 +32,7 @@ FIELDS = ("task_id", "prompt", "canonical_solution", "test", "entry_point")
 
 
 def read_jsonl_gz(path: Path) -> list[dict]:
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        return [{k: r[k] for k in FIELDS} for r in map(json.loads, filter(str.strip, handle))]
+    return files.read_jsonl(path, lambda r: {k: r[k] for k in FIELDS}, gzipped=True)
 
 
 def dir_loader(root: Path) -> tuple[list[dict], list[dict]]:

@@ -24,13 +24,13 @@ point that the sandbox driver hands to `check(candidate)` (see `check_code`).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from harness.core.errors import UsageError
 from harness.core.requests import Generate, Response
 from harness.core.task import Dataset, Instance, MetricSpec, ScoreContext, Scored, Task
 from harness.scoring import code as code_eval
+from harness.taskkit import files
 from harness.taskkit.formats import cached_load
 from harness.tasks import register_task
 
@@ -45,9 +45,8 @@ FIELDS = ("task_id", "text", "code", "test_list", "test_setup_code", "challenge_
 
 
 def read_rows(path: Path) -> dict[int, dict]:
-    with open(path, encoding="utf-8") as handle:
-        rows = [json.loads(line) for line in handle if line.strip()]
-    return {r["task_id"]: {k: r[k] for k in FIELDS} for r in rows}
+    rows = files.read_jsonl(path, lambda r: {k: r[k] for k in FIELDS})
+    return {r["task_id"]: r for r in rows}
 
 
 def dir_loader(root: Path) -> tuple[list[dict], list[dict]]:

@@ -23,11 +23,11 @@ number of shots the prompts are byte-identical. Version "1.0" is lm-eval's.
 
 from __future__ import annotations
 
-import csv
 from functools import partial
 from pathlib import Path
 
 from harness.core.task import Dataset, Group, Task
+from harness.taskkit import files
 from harness.taskkit.data import HubSpec
 from harness.taskkit.formats import ChoiceFormat, PromptFormat, cached_load, multiple_choice_task
 from harness.tasks import register_group, register_task_factory
@@ -96,13 +96,16 @@ def choice_format(subject: str) -> ChoiceFormat:
 # --- data --------------------------------------------------------------------------------------
 
 
+COLUMNS = ("question", "choice0", "choice1", "choice2", "choice3", "answer")
+
+
 def read_csv(path: Path, subject: str) -> list[dict]:
     """Rows of `question,choice0..3,answer` -> docs in the hub's schema."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        return [
-            {"question": r["question"], "subject": subject, "choices": [r[f"choice{i}"] for i in range(4)], "answer": int(r["answer"])}
-            for r in csv.DictReader(handle)
-        ]
+    def row(r: dict[str, str]) -> dict:
+        return {"question": r["question"], "subject": subject, "choices": [r[f"choice{i}"] for i in range(4)],
+                "answer": files.choice_index(r["answer"], 4)}
+
+    return files.read_csv(path, row, COLUMNS)
 
 
 def dir_loader(subject: str, root: Path) -> tuple[list[dict], list[dict]]:

@@ -39,7 +39,6 @@ judge call is an invalid judgment rather than FastChat's "$ERROR$" text.
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -47,6 +46,7 @@ from harness.core.requests import Generate, Message, Response, request_hash
 from harness.core.task import Dataset, Instance, JudgedScoring, MetricSpec, Scored, StageContext, Task
 from harness.scoring.judge.fastchat import JudgeItem, grade_single, load_judge_prompts
 from harness.scoring.judge.pairwise import grade_pairwise
+from harness.taskkit import files
 from harness.taskkit.data import FIXTURE_DIR
 from harness.taskkit.formats import cached_load
 from harness.tasks import register_task
@@ -77,8 +77,7 @@ METRICS = (
 
 
 def _jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    return files.read_jsonl(path)
 
 
 def dir_loader(root: Path) -> tuple[list[dict], list[dict]]:

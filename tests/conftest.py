@@ -32,6 +32,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker("slow")
 
 
+def require_or_skip(available: bool, what: str, hint: str = "") -> None:
+    """Skip when this machine lacks `what` (a capability a test needs: a daemon, a browser, a binary), but fail
+    when CI=true: CI (.ci/run) provisions every such capability, so a skip there would hide a broken setup.
+    `hint` says how to get it (shown in both cases)."""
+    if available:
+        return
+    where = f" ({hint})" if hint else ""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI must run this test, but {what} is missing{where}", pytrace=False)
+    pytest.skip(f"machine capability: {what} is missing{where}")
+
+
 def harness_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the real `harness` command line in a fresh process."""
     full_env = dict(os.environ)

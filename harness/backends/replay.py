@@ -23,6 +23,7 @@ from typing import Any
 from harness.backends.base import Backend, ModelSpec, Progress
 from harness.core.errors import UsageError
 from harness.core.requests import Generate
+from harness.core.textfile import decode_text
 
 
 class ReplayBackend(Backend):
@@ -99,7 +100,7 @@ def is_model_answer_file(data: bytes) -> bool:
 
 def jsonl_rows(data: bytes, label: str) -> Iterator[tuple[int, Any]]:
     """(line number, value) of each non-blank line; a line that is not JSON is a UsageError."""
-    for lineno, line in enumerate(data.decode("utf-8").splitlines(), 1):
+    for lineno, line in enumerate(decode_text(data, label, "replay:").splitlines(), 1):
         if not line.strip():
             continue
         try:

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from harness.cli.options import DbOption, db_path
+from harness.cli.options import DbOption, check_output_file, db_path
 from harness.core.errors import UsageError
 
 STAT_ROWS = (("TTFT", "ttft_ms"), ("TPOT", "tpot_ms"), ("ITL", "itl_ms"), ("E2E", "e2e_ms"))
@@ -143,8 +143,7 @@ def bench(
     from harness.bench.metrics import parse_slo
     from harness.bench.runner import Bench, BenchConfig
 
-    if json_path is not None and not json_path.parent.is_dir():
-        raise UsageError(f"--json: directory {json_path.parent} does not exist")
+    check_output_file(json_path, "--json")
     if rate is not None and concurrency != "1":
         raise UsageError("--concurrency sweeps closed-loop levels; with --rate use --max-concurrency N as the cap")
     if output_len is not None and output_len < 1:

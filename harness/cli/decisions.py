@@ -9,17 +9,12 @@ from typing import Optional
 
 import typer
 
-from harness.cli.options import DbOption, db_path
+from harness.cli.options import DbOption, check_output_file, db_path
 from harness.core.errors import UsageError
 
 TOP_FLIPS = 10
 
 commands = typer.Typer()
-
-
-def _writable(path: Optional[Path], option: str) -> None:
-    if path is not None and not path.parent.is_dir():
-        raise UsageError(f"{option}: directory {path.parent} does not exist")
 
 
 def _p(x: float) -> str:
@@ -41,8 +36,8 @@ def compare(
     from harness.decisions.compare import compare_runs, comparison_to_dict
     from harness.store.db import Store
 
-    _writable(html, "--html")
-    _writable(json_path, "--json")
+    check_output_file(html, "--html")
+    check_output_file(json_path, "--json")
     store = Store(db_path(db), read_only=True)
     try:
         comparison = compare_runs(store, store.resolve_run(run_a), store.resolve_run(run_b))
@@ -91,8 +86,8 @@ def gate(
     from harness.decisions.gate import decide, junit_xml, load_policy, markdown
     from harness.store.db import Store
 
-    _writable(junit, "--junit")
-    _writable(markdown_path, "--markdown")
+    check_output_file(junit, "--junit")
+    check_output_file(markdown_path, "--markdown")
     policy = load_policy(policy_path)
     store = Store(db_path(db), read_only=True)
     try:
@@ -155,15 +150,23 @@ def export(run_ref: str = typer.Argument(..., metavar="RUN"),
 
 @commands.command("import")
 def import_(directory: Path = typer.Argument(..., metavar="DIR"), db: Optional[Path] = DbOption) -> None:
-    """Import a run exported with `harness export`."""
+    """Import a run exported with `harness export` (its files are checked against the manifest first)."""
     from harness.store.db import Store
-    from harness.store.runio import import_run
+    from harness.store.runio import import_verified, verified_export
 
     if not directory.is_dir():
         raise UsageError(f"{directory} is not a directory")
-    store = Store(db_path(db))
-    try:
-        run_id = import_run(store, directory)
-    finally:
+    path = db_path(db)
+    with verified_export(directory) as export:  # nothing is opened or created before the export checks out
+        existed = path.exists()
+        store = Store(path)
+        try:
+            run_id = import_verified(store, export)
+        except BaseException:
+            store.close()
+            if not existed:  # the database this import created holds nothing: remove it again
+                for created in (path, path.with_name(path.name + ".wal")):
+                    created.unlink(missing_ok=True)
+            raise
         store.close()
-    typer.echo(f"imported run {run_id} into {db_path(db)}")
+    typer.echo(f"imported run {run_id} into {path}")

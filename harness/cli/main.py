@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -50,12 +51,35 @@ def _cli_exception_kind(exc: BaseException) -> str | None:
     return None
 
 
+# The machine, not the input and not a bug: said in one line, exit 2 (a killed run resumes).
+ENVIRONMENT_ERRNOS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system",
+                      errno.EACCES: "permission denied", errno.EPERM: "not permitted", errno.EISDIR: "is a directory",
+                      errno.ENOTDIR: "not a directory", errno.ENOENT: "no such file or directory", errno.EMFILE: "too many open files"}
+
+
+def leaf(exc: BaseException) -> BaseException:
+    """The first exception inside (nested) exception groups, as a task group raises them."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def environment_error(exc: BaseException) -> str | None:
+    if isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{ENVIRONMENT_ERRNOS[exc.errno]}{where}: {exc.strerror or exc}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     _setup_logging()
     try:
-        result = app(args=argv, standalone_mode=False)
+        try:
+            result = app(args=argv, standalone_mode=False)
+        except BaseExceptionGroup as group:
+            raise leaf(group) from group
     except UsageError as exc:
-        print(f"harness: error: {exc}", file=sys.stderr)
+        print(f"harness: error: {exc}", file=sys.stderr)  # one line: UsageError makes sure
         return 2
     except KeyboardInterrupt:
         print(interrupted_message(sys.argv[1:] if argv is None else argv), file=sys.stderr)
@@ -71,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
             message = exc.format_message()  # type: ignore[attr-defined]
             if message:  # empty when the help text was already shown (no arguments)
                 print(f"harness: error: {message}", file=sys.stderr)
+            return 2
+        message = environment_error(exc)
+        if message is not None:
+            print(f"harness: error: {message}", file=sys.stderr)
             return 2
         if os.environ.get("HARNESS_DEBUG"):
             raise

@@ -9,8 +9,7 @@ from typing import Optional
 
 import typer
 
-from harness.cli.options import DbOption, db_path
-from harness.core.errors import UsageError
+from harness.cli.options import DbOption, check_output_file, db_path
 
 commands = typer.Typer()
 
@@ -55,8 +54,7 @@ def rag_eval_cmd(
     from harness.run.rag_eval import VERSION, RagConfig, rag_eval, select_metrics
     from harness.store.db import Store
 
-    if json_path is not None and not json_path.parent.is_dir():
-        raise UsageError(f"--json: directory {json_path.parent} does not exist")
+    check_output_file(json_path, "--json")
     config = RagConfig(data=data, judge=judge, judge_args=judge_args, embeddings=embeddings, k=k,
                        metrics=select_metrics(metrics), strictness=strictness, name=name, tags=tag,
                        show_progress=not no_progress)

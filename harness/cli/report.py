@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from harness.cli.options import DbOption, db_path
+from harness.cli.options import DbOption, check_output_dir, db_path
 
 commands = typer.Typer()
 
@@ -21,6 +21,7 @@ def report(
     from harness.report.site import build_site
     from harness.store.db import Store
 
+    check_output_dir(out, "--out")
     store = Store(db_path(db), read_only=True)
     try:
         index = build_site(store, out)

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from harness.cli.options import DbOption, db_path
+from harness.cli.options import DbOption, check_output_file, db_path
 from harness.core.errors import UsageError
 
 commands = typer.Typer()
@@ -85,8 +85,7 @@ def run(
     from harness.store.db import Store
 
     suite_name, selections = _selections(tasks, suite, limit, num_fewshot)
-    if json_path is not None and not json_path.parent.is_dir():
-        raise UsageError(f"--json: directory {json_path.parent} does not exist")
+    check_output_file(json_path, "--json")
     config = RunConfig(tasks=selections, model=model or DEFAULT_MODEL, model_args=model_args, batch_size=batch_size,
                        seed=seed, tags=tag, suite=suite_name, show_progress=not no_progress,
                        sandbox=sandbox, allow_unsandboxed_code=allow_unsandboxed_code,

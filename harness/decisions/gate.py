@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.core.errors import UsageError
+from harness.core.textfile import read_text
 from harness.decisions import paired
 from harness.decisions.compare import Comparison, MetricComparison
 
@@ -67,7 +68,7 @@ def load_policy(path: Path | None) -> Policy:
     if not path.is_file():
         raise UsageError(f"policy file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(read_text(path, "policy")) or {}
     except yaml.YAMLError as exc:
         raise UsageError(f"policy {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):

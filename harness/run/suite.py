@@ -23,6 +23,7 @@ from harness import tasks as catalog
 from harness.core.config import TaskSelection
 from harness.core.errors import UsageError
 from harness.core.resources import package_dir
+from harness.core.textfile import read_text
 
 SUITES_DIR = package_dir("harness.suites")
 DataSource = Literal["auto", "mirror", "hub", "fixture"]
@@ -68,8 +69,8 @@ def suite_names() -> list[str]:
 
 def _is_suite_file(path: Path) -> bool:
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
+        data = yaml.safe_load(read_text(path, "suite"))
+    except (UsageError, yaml.YAMLError):
         return False
     return isinstance(data, dict) and isinstance(data.get("tasks"), list)  # gate.yaml's `tasks` is a mapping of overrides
 
@@ -95,11 +96,11 @@ def _first_error(exc: ValidationError) -> str:
 def load_suite(name_or_path: str) -> tuple[str, Suite]:
     path = suite_path(name_or_path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(read_text(path, "suite"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise UsageError(f"malformed suite {path}{where}: {getattr(exc, 'problem', None) or exc}") from None
+        raise UsageError(f"malformed suite {path}{where}: {getattr(exc, 'problem', None) or str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise UsageError(f"malformed suite {path}: expected a mapping with a 'tasks' list")
     try:

@@ -20,12 +20,16 @@ import duckdb
 import pandas as pd
 
 from harness.core.errors import UsageError
-from harness.store.migrations import SCHEMA_VERSION, migrate
-from harness.store.sql import scalar
+from harness.store.migrations import check_schema, migrate
 
 
 def default_db_path() -> Path:
     return Path(os.environ.get("HARNESS_DB", "results/harness.duckdb"))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _now() -> datetime:
@@ -59,26 +63,37 @@ class MetricRow:
 
 
 class Store:
+    """A harness results database. Opening never modifies a file that is not one (check_schema)."""
+
     def __init__(self, path: Path, read_only: bool = False) -> None:
         self.path = path
-        if read_only and not path.exists():
-            raise UsageError(f"no results database at {path} (run `harness run` first, or pass --db)")
+        if read_only:
+            if not (path.exists() or path.is_symlink()):
+                raise UsageError(f"no results database at {path} (run `harness run` first, or pass --db)")
+            if path.is_file() and path.stat().st_size == 0:
+                raise UsageError(f"no results database at {path} (the file is empty)")
+        if path.is_dir():
+            raise UsageError(f"cannot open database {path}: it is a directory")
         try:
             if not read_only:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                if not path.exists():
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                elif path.is_file() and path.stat().st_size == 0:
+                    path.unlink()  # an empty file (mktemp) is a new database; DuckDB refuses to open one
             self.con = duckdb.connect(str(path), read_only=read_only)
         except (OSError, duckdb.Error) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise UsageError(f"cannot open database {path}: {reason}") from None
-        if not read_only:
-            migrate(self.con)
-        else:
-            self._check_version()
-
-    def _check_version(self) -> None:
-        version = scalar(self.con, "SELECT max(version) FROM schema_version")
-        if version is None or version > SCHEMA_VERSION:
-            raise UsageError(f"database {self.path} has schema version {version}; this harness reads up to {SCHEMA_VERSION}")
+            raise UsageError(f"cannot open database {path}: {_first_line(exc)}") from None
+        try:
+            if read_only:
+                check_schema(self.con, str(path))
+            else:
+                migrate(self.con, str(path))
+        except UsageError:
+            self.con.close()
+            raise
+        except duckdb.Error as exc:
+            self.con.close()
+            raise UsageError(f"cannot {'read' if read_only else 'migrate'} database {path}: {_first_line(exc)}") from None
 
     def close(self) -> None:
         self.con.close()
@@ -127,20 +142,33 @@ class Store:
         )
 
     def resolve_run(self, ref: str) -> str:
-        """A run id, a unique prefix of one, or a tag (the latest complete run with it)."""
-        rows = self.con.execute("SELECT run_id FROM runs WHERE run_id LIKE ? || '%'", [ref]).fetchall()
+        """A run id, else a unique prefix of one, else a tag (the latest complete run with it).
+
+        Matching is literal (no wildcards: `%` and `_` are characters like any other). An exact id
+        wins over a prefix of a longer id, and a prefix (unique or ambiguous) over a tag.
+        """
+        if not ref.strip():
+            raise UsageError("the run reference is empty (give a run id, a prefix of one, or a tag)")
+        if self.con.execute("SELECT 1 FROM runs WHERE run_id = ?", [ref]).fetchone():
+            return ref
+        rows = self.con.execute("SELECT run_id FROM runs WHERE starts_with(run_id, ?) ORDER BY run_id", [ref]).fetchall()
         if len(rows) == 1:
-            return rows[0][0]
+            return str(rows[0][0])
         if len(rows) > 1:
-            raise UsageError(f"run id prefix {ref!r} is ambiguous ({len(rows)} runs)")
-        row = self.con.execute(
-            """SELECT r.run_id FROM runs r JOIN run_tags t USING (run_id)
-               WHERE t.tag = ? AND r.status = 'complete' ORDER BY r.created_at DESC LIMIT 1""",
+            ids = [r[0] for r in rows]
+            shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+            raise UsageError(f"run id prefix {ref!r} is ambiguous ({len(ids)} runs: {shown}); give more of the id")
+        tagged = self.con.execute(
+            """SELECT r.run_id, r.status FROM runs r JOIN run_tags t USING (run_id)
+               WHERE t.tag = ? ORDER BY r.status = 'complete' DESC, r.created_at DESC""",
             [ref],
-        ).fetchone()
-        if row is None:
+        ).fetchall()
+        if not tagged:
             raise UsageError(f"no run or tag {ref!r} in {self.path}")
-        return row[0]
+        run_id, status = tagged[0]
+        if status != "complete":
+            raise UsageError(f"tag {ref!r} has no complete run (latest: {run_id}, status {status}); give the run id")
+        return str(run_id)
 
     # ---- samples and metrics ----------------------------------------------------------------
 

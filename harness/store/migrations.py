@@ -2,14 +2,19 @@
 
 A new version appends a list of statements to MIGRATIONS; `migrate` applies the missing ones
 in order inside one transaction, so a database is always at exactly one known version.
+
+Before anything is written, `check_schema` compares the file with what MIGRATIONS[:version]
+create (built in an in-memory database): a database of another program, one of ours with other
+columns, or one from a newer harness is refused and left byte-identical.
 """
 
 from __future__ import annotations
 
+import functools
+
 import duckdb
 
 from harness.core.errors import UsageError
-from harness.store.sql import scalar
 
 MIGRATIONS: list[list[str]] = [
     # version 1
@@ -162,25 +167,140 @@ MIGRATIONS: list[list[str]] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
+VERSION_TABLE = "CREATE TABLE schema_version (version INTEGER NOT NULL)"
+
+# (table, [(column, type), ...] in column order) of the main schema
+Schema = dict[str, list[tuple[str, str]]]
+
+
+def _tables(con: duckdb.DuckDBPyConnection) -> Schema:
+    rows = con.execute(
+        """SELECT c.table_name, c.column_name, c.data_type || CASE WHEN t.table_type = 'VIEW' THEN ' (view)' ELSE '' END
+           FROM information_schema.columns c JOIN information_schema.tables t
+             USING (table_catalog, table_schema, table_name)
+           WHERE c.table_catalog = current_database() AND c.table_schema = 'main'
+           ORDER BY c.table_name, c.ordinal_position"""
+    ).fetchall()
+    schema: Schema = {}
+    for table, column, kind in rows:
+        schema.setdefault(table, []).append((column, kind))
+    return schema
+
+
+def _other_objects(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """What the database holds besides main-schema tables: schemas, views, sequences, macros, types."""
+    rows = con.execute(
+        """SELECT 'schema ' || schema_name FROM duckdb_schemas() WHERE database_name = current_database() AND NOT internal
+           UNION ALL SELECT 'table ' || schema_name || '.' || table_name FROM duckdb_tables()
+             WHERE database_name = current_database() AND schema_name <> 'main'
+           UNION ALL SELECT 'sequence ' || sequence_name FROM duckdb_sequences() WHERE database_name = current_database()
+           UNION ALL SELECT 'macro ' || function_name FROM duckdb_functions() WHERE database_name = current_database() AND NOT internal
+           UNION ALL SELECT 'type ' || type_name FROM duckdb_types() WHERE database_name = current_database() AND NOT internal
+           ORDER BY 1"""
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+@functools.lru_cache(maxsize=16)
+def _expected(migrations: tuple[tuple[str, ...], ...]) -> Schema:
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(VERSION_TABLE)
+        for statements in migrations:
+            for statement in statements:
+                con.execute(statement)
+        return _tables(con)
+    finally:
+        con.close()
+
+
+def expected_schema(version: int) -> Schema:
+    """The tables and columns a database at `version` has: MIGRATIONS[:version] applied to an empty one."""
+    return _expected(tuple(tuple(m) for m in MIGRATIONS[:version]))
+
+
+def _names(items: list[str], most: int = 5) -> str:
+    shown = ", ".join(items[:most])
+    return shown + (f" and {len(items) - most} more" if len(items) > most else "")
+
+
+def _columns(columns: list[tuple[str, str]]) -> str:
+    return _names([f"{c} {t}" for c, t in columns], most=4)
+
+
+def _difference(actual: list[tuple[str, str]], expected: list[tuple[str, str]]) -> str:
+    have, want = dict(actual), dict(expected)
+    parts = []
+    if missing := [c for c in want if c not in have]:
+        parts.append("no " + _names(missing))
+    if extra := [c for c in have if c not in want]:
+        parts.append("other columns " + _names(extra))
+    if retyped := [f"{c} {have[c]}, not {want[c]}" for c in want if c in have and have[c] != want[c]]:
+        parts.append(_names(retyped, most=3))
+    return "; ".join(parts) or "its columns in another order"
+
+
+def check_schema(con: duckdb.DuckDBPyConnection, where: str = "the database") -> int:
+    """The schema version of a harness database, 0 for an empty one; UsageError for anything else.
+
+    Only reads: a database that is not ours (tables of another program, ours with other columns) or
+    one from a newer harness is refused before anything is written to it.
+    """
+    tables = _tables(con)
+    others = _other_objects(con)
+
+    def foreign(reason: str) -> UsageError:
+        return UsageError(f"{where} is not a harness results database: {reason}")
+
+    if "schema_version" not in tables:
+        if not tables and not others:
+            return 0
+        raise foreign(f"it holds {_names([f'table {t}' for t in sorted(tables)] + others)} and no schema_version table")
+    if tables["schema_version"] != expected_schema(0)["schema_version"]:
+        raise foreign(f"its schema_version table has columns ({_columns(tables['schema_version'])})")
+    versions = [r[0] for r in con.execute("SELECT version FROM schema_version ORDER BY version").fetchall()]
+    if not versions:
+        if set(tables) == {"schema_version"} and not others:
+            return 0  # created by an earlier harness whose first migration never finished
+        held = [f"table {t}" for t in sorted(set(tables) - {"schema_version"})] + others
+        raise foreign(f"its schema_version table is empty and it holds {_names(held)}")
+    newest = versions[-1]
+    if newest > SCHEMA_VERSION:
+        raise UsageError(f"database {where} has schema version {newest}, newer than this harness ({SCHEMA_VERSION}); "
+                         "upgrade harness")
+    if versions != list(range(1, newest + 1)):
+        raise foreign(f"its schema versions are {_names([str(v) for v in versions])}, not 1..{newest}")
+    for table, columns in expected_schema(newest).items():
+        if table not in tables:
+            raise foreign(f"table {table} of schema version {newest} is missing")
+        if tables[table] != columns:
+            raise foreign(f"table {table} differs from schema version {newest} ({_difference(tables[table], columns)})")
+    return newest
+
 
 def current_version(con: duckdb.DuckDBPyConnection) -> int:
-    con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-    version = scalar(con, "SELECT max(version) FROM schema_version")
-    return int(version or 0)
+    """The schema version of a harness database (0 if empty); reads only."""
+    return check_schema(con)
 
 
-def migrate(con: duckdb.DuckDBPyConnection) -> int:
-    version = current_version(con)
-    if version > SCHEMA_VERSION:
-        raise UsageError(f"database schema version {version} is newer than this harness ({SCHEMA_VERSION}); upgrade harness")
-    for target in range(version + 1, SCHEMA_VERSION + 1):
-        con.execute("BEGIN TRANSACTION")
-        try:
+def migrate(con: duckdb.DuckDBPyConnection, where: str = "the database") -> int:
+    """Bring a harness database (or an empty one) to SCHEMA_VERSION in one transaction.
+
+    The schema is checked first (check_schema), so a foreign or newer database is refused unchanged.
+    """
+    version = check_schema(con, where)
+    if version == SCHEMA_VERSION:
+        return SCHEMA_VERSION
+    con.execute("BEGIN TRANSACTION")
+    try:
+        if "schema_version" not in _tables(con):
+            con.execute(VERSION_TABLE)
+        for target in range(version + 1, SCHEMA_VERSION + 1):
             for statement in MIGRATIONS[target - 1]:
                 con.execute(statement)
             con.execute("INSERT INTO schema_version VALUES (?)", [target])
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
     return SCHEMA_VERSION

@@ -1,7 +1,11 @@
-"""The report pages in a real headless Chromium (selenium + chromedriver), opened from file://."""
+"""The report pages in a real headless Chromium (selenium + chromedriver), opened from file://.
+
+Chromium, ChromeDriver and selenium are found on PATH / in the venv; where one is missing the tests skip,
+except under CI=true (.ci/run installs them), where they fail (tests.conftest.require_or_skip)."""
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import struct
 import tempfile
@@ -12,29 +16,40 @@ import pytest
 
 from harness.report.site import build_site, page_name, render_comparison
 from harness.store.db import Store
+from tests.conftest import require_or_skip
 from tests.e2e.test_report import EVIL, _add_run, _comparison
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
-pytestmark = pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-                                reason="machine capability: Chromium and chromedriver are not installed "
-                                       "(apt-get install chromium chromium-driver; .ci/run does this)")
+def find_browser() -> tuple[str | None, str | None]:
+    """(chromium, chromedriver) as found on PATH now; None for each one that is not there."""
+    return shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
+
+
+def require_browser() -> tuple[str, str]:
+    """Chromium, ChromeDriver and selenium, each checked on its own: skip without one, fail under CI=true."""
+    chromium, chromedriver = find_browser()
+    require_or_skip(chromium is not None, "Chromium (`chromium` on PATH)", "apt-get install chromium; .ci/run does this")
+    require_or_skip(chromedriver is not None, "ChromeDriver (`chromedriver` on PATH)",
+                    "apt-get install chromium-driver; .ci/run does this")
+    require_or_skip(importlib.util.find_spec("selenium") is not None, "selenium", "pip install -e '.[dev]'")
+    assert chromium is not None and chromedriver is not None
+    return chromium, chromedriver
 
 
 @pytest.fixture(scope="module")
 def browser():
-    webdriver = pytest.importorskip("selenium.webdriver")
+    chromium, chromedriver = require_browser()
+    from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     profile = tempfile.mkdtemp(prefix="harness-chromium-")
     options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
+    options.binary_location = chromium
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}", "--window-size=1400,1000"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
     try:
         yield driver
     finally:

@@ -26,6 +26,7 @@ from harness.sandbox import Limits, check_program, get_sandbox, resolve_backend
 from harness.sandbox.base import Job
 from harness.sandbox.bwrap import bwrap_available
 from harness.sandbox.docker import LABEL, docker_available
+from tests.conftest import require_or_skip
 
 DOCKER = docker_available()
 BWRAP = bwrap_available()
@@ -35,12 +36,10 @@ _boxes: dict[str, object] = {}
 
 
 def _box(name: str):
-    if name == "docker" and not DOCKER:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI must run the Docker sandbox tests: no Docker daemon answers")
-        pytest.skip("no Docker daemon answers here (CI starts one)")
-    if name == "bwrap" and not BWRAP:
-        pytest.skip("bubblewrap or /usr/bin/python3 is not installed")
+    if name == "docker":
+        require_or_skip(DOCKER, "a Docker daemon that answers `docker info`", "CI starts one")
+    if name == "bwrap":
+        require_or_skip(BWRAP, "bubblewrap or /usr/bin/python3", "apt-get install bubblewrap python3; .ci/run does this")
     if name not in _boxes:
         _boxes[name] = get_sandbox(name, allow_unsandboxed=True)
     return _boxes[name]
@@ -375,8 +374,7 @@ def test_auto_prefers_docker_then_bwrap():
 
 
 def test_cli_sandbox_run_prints_json_verdict(tmp_path, capsys):
-    if not BWRAP:
-        pytest.skip("bubblewrap is not installed")
+    require_or_skip(BWRAP, "bubblewrap or /usr/bin/python3", "apt-get install bubblewrap python3; .ci/run does this")
     from harness.cli.main import main
 
     prog = tmp_path / "prog.py"

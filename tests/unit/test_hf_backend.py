@@ -306,10 +306,29 @@ def test_describe_without_loading(model_dir: Path) -> None:
     assert info["model_dir"] == str(model_dir) and info["transformers_version"]
 
 
-def test_hub_ids_fingerprint_by_revision() -> None:
+def fake_hub_cache(root: Path, repo_id: str, refs: tuple[str, ...]) -> Path:
+    """The layout huggingface_hub keeps downloads in: models--ORG--NAME/{refs/REF, snapshots/COMMIT/...}."""
+    repo = root / ("models--" + repo_id.replace("/", "--"))
+    commit = "0" * 40
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "snapshots" / commit / "config.json").write_text("{}")
+    (repo / "refs").mkdir()
+    for ref in refs:
+        (repo / "refs" / ref).write_text(commit)
+    return root
+
+
+def test_hub_ids_fingerprint_by_revision(tmp_path: Path, monkeypatch) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE",
+                        str(fake_hub_cache(tmp_path, "HuggingFaceTB/SmolLM2-135M-Instruct", ("main", "abc123"))))
     main = HFBackend(spec("HuggingFaceTB/SmolLM2-135M-Instruct"))
     pinned = HFBackend(spec("HuggingFaceTB/SmolLM2-135M-Instruct", revision="abc123"))
     assert main.source.kind == "hub" and main.fingerprint() != pinned.fingerprint()
+    # offline, a hub id that is not in the cache is refused by the constructor, before any run starts
+    with pytest.raises(UsageError, match="not in the local Hugging Face cache"):
+        HFBackend(spec("HuggingFaceTB/SmolLM2-135M-Instruct", revision="not-downloaded"))
 
 
 @pytest.mark.parametrize("target", ["/nonexistent/model", "./missing-dir", "no/such/model/dir", "weights.safetensors"])

@@ -70,6 +70,7 @@ class GGUFBackend(Backend):
         self._loaded: LoadedGGUF | None = None
         self._fingerprint: str | None = None
         self.eval_seconds = 0.0  # time inside llama.cpp calls
+        self.metadata()  # a truncated or foreign file is refused now, before any database is opened
 
     # -- identity ----------------------------------------------------------------------------
 

@@ -63,13 +63,13 @@ def read_metadata(path: str | Path) -> dict[str, Scalar]:
         if bytes(data[:4]) != MAGIC:
             raise GGUFFormatError(f"{path} is not a GGUF file")
         cursor.at = 4
-        version = cursor.take("<I")
-        if version not in (2, 3):
-            raise GGUFFormatError(f"unsupported GGUF version {version}")
-        cursor.take("<Q")  # tensor count
-        kv_count = int(cursor.take("<Q"))
         found: dict[str, Scalar] = {}
         try:
+            version = cursor.take("<I")
+            if version not in (2, 3):
+                raise GGUFFormatError(f"unsupported GGUF version {version}")
+            cursor.take("<Q")  # tensor count
+            kv_count = int(cursor.take("<Q"))
             for _ in range(kv_count):
                 key = cursor.string()
                 value_type = int(cursor.take("<I"))

@@ -24,7 +24,7 @@ from harness.backends import embedded
 from harness.backends.base import Backend, ModelSpec, Progress
 from harness.backends.batching import loglikelihood_batches, timed
 from harness.backends.fingerprint import dir_fingerprint, file_sha256
-from harness.backends.hf.options import HFOptions, ModelSource, parse_options, resolve_source
+from harness.backends.hf.options import HFOptions, ModelSource, check_hub_model, parse_options, resolve_source
 from harness.backends.tokens import TokenRequest, prefix_token_id, rolling_windows, tok_encode
 from harness.core.errors import UsageError
 from harness.core.hashing import sha256_json, sha256_text
@@ -60,6 +60,13 @@ class HFBackend(Backend):
         super().__init__(spec)
         self.source: ModelSource = resolve_source(spec.target)
         self.options: HFOptions = parse_options(spec.args, self.source)
+        # refused now, before any database is opened: no CUDA for device=cuda, a hub id that cannot be loaded
+        if self.options.device.startswith("cuda"):
+            import torch
+
+            _resolve_device(self.options.device, torch)
+        if self.source.kind == "hub":
+            check_hub_model(self.source.target, self.options.revision)
         self._loaded: LoadedModel | None = None
         self._fingerprint: str | None = None
         self.share_contexts = True  # False scores every request in its own row (the reference layout)

@@ -6,6 +6,7 @@ served entirely from the cache costs milliseconds.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,34 @@ def resolve_source(target: str) -> ModelSource:
     if _looks_like_path(target):
         raise UsageError(f"model path does not exist: {target}")
     return ModelSource("hub", target)
+
+
+HUB_CHECK_TIMEOUT_S = 10.0
+
+
+def hub_offline() -> bool:
+    return any(os.environ.get(name, "").lower() in ("1", "true", "yes", "on") for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def check_hub_model(repo_id: str, revision: str | None) -> None:
+    """A hub id that can be loaded (in the local cache, or on the hub when online), said in one line
+    within seconds: before any database is opened, not after a minute of download retries."""
+    from huggingface_hub import HfApi, try_to_load_from_cache
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    if isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision), str):
+        return
+    if hub_offline():
+        raise UsageError(f"hf model {repo_id} is not in the local Hugging Face cache and the hub is offline "
+                         "(HF_HUB_OFFLINE): download it first, or give a local checkpoint directory")
+    try:
+        HfApi().model_info(repo_id, revision=revision, timeout=HUB_CHECK_TIMEOUT_S)
+    except RevisionNotFoundError:
+        raise UsageError(f"hf model {repo_id} has no revision {revision!r}") from None
+    except RepositoryNotFoundError:
+        raise UsageError(f"hf model {repo_id} does not exist on the hub (or is private: set HF_TOKEN)") from None
+    except Exception as exc:  # noqa: BLE001 - any failure to reach the hub is the same answer for the user
+        raise UsageError(f"cannot reach the Hugging Face hub to find {repo_id}: {type(exc).__name__}") from None
 
 
 def _usage(message: str) -> UsageError:

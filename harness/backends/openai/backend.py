@@ -24,6 +24,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from harness.backends.base import Backend, ModelSpec, Progress
 from harness.backends.openai.http import ApiError, AsyncApi, ClientConfig, ClientStats, MalformedResponse, run_all, run_one
@@ -31,7 +32,7 @@ from harness.backends.openai.logprobs import continuation_result, parse_echo, ro
 from harness.backends.openai.probe import ProbeResult, run_probe
 from harness.core.errors import UsageError
 from harness.core.hashing import sha256_json
-from harness.core.redact import split_userinfo
+from harness.core.redact import split_userinfo, strip_userinfo
 from harness.core.requests import Generate, Loglikelihood, LoglikelihoodResult, LoglikelihoodRolling
 
 log = logging.getLogger("harness.openai")
@@ -105,7 +106,7 @@ def parse_options(spec: ModelSpec) -> OpenAIOptions:
     env_name = args.get("api_key_env", "OPENAI_API_KEY")
     if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", env_name):
         raise _usage(f"bad api_key_env={env_name!r}: expected an environment variable name")
-    base_url, basic_auth = split_userinfo(match["url"].rstrip("/"))
+    base_url, basic_auth = split_userinfo(_checked_url(match["url"].rstrip("/")))
     return OpenAIOptions(
         model=match["model"], base_url=base_url, basic_auth=basic_auth,
         concurrency=_number("concurrency", args.get("concurrency", "8"), int, 1),
@@ -115,6 +116,20 @@ def parse_options(spec: ModelSpec) -> OpenAIOptions:
         extra_body=tuple(sorted((k[len(EXTRA_BODY_PREFIX):], _json_or_text(v)) for k, v in args.items()
                                 if k.startswith(EXTRA_BODY_PREFIX) and len(k) > len(EXTRA_BODY_PREFIX))),
     )
+
+
+def _checked_url(url: str) -> str:
+    """An http(s) URL with a host and a valid port (a malformed IPv6 host or port 99999 is an input error)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise UsageError(f"openai: bad server URL {strip_userinfo(url)!r}: {exc}") from None
+    if not parts.hostname:
+        raise UsageError(f"openai: bad server URL {strip_userinfo(url)!r}: no host")
+    if port == 0:
+        raise UsageError(f"openai: bad server URL {strip_userinfo(url)!r}: port 0")
+    return url
 
 
 def _json_or_text(value: str) -> Any:
