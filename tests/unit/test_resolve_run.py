@@ -123,6 +123,7 @@ def test_tag_of_runs_none_complete(store):
         store.resolve_run("wip")
 
 
+@pytest.mark.slow  # the CLI as a subprocess
 @pytest.mark.parametrize("ref", ["%", "_", "2026%", "20260101-120000-ab", ""])
 def test_cli_show_refuses(db, ref):
     result = harness_cli("show", ref, "--db", str(db))
@@ -132,6 +133,7 @@ def test_cli_show_refuses(db, ref):
     assert result.stdout == ""
 
 
+@pytest.mark.slow  # the CLI as a subprocess
 def test_cli_show_literal_prefix(db):
     result = harness_cli("show", "run_", "--db", str(db))
     assert result.returncode == 0, result.stderr

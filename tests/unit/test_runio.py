@@ -118,6 +118,7 @@ def test_round_trip(exported, tmp_path):
     assert len(_dump(target, "already-here")["samples"]) == 2
 
 
+@pytest.mark.slow  # the CLI as a subprocess
 def test_round_trip_through_the_cli(exported, tmp_path):
     source = exported.parent / "source.duckdb"
     out = tmp_path / "cli-export"
@@ -135,6 +136,7 @@ def test_round_trip_through_the_cli(exported, tmp_path):
     assert _sha256(target) == before
 
 
+@pytest.mark.slow  # the CLI as a subprocess
 def test_old_format_export_still_imports(exported, export_dir, tmp_path):
     _old_format(export_dir)
     assert set(_manifest(export_dir)) == {"run_id", "schema_version", "tables"}
@@ -292,6 +294,7 @@ def test_tampered_export_is_refused_by_the_store(export_dir, tmp_path, kind):
     store.close()
 
 
+@pytest.mark.slow  # the CLI as a subprocess
 @pytest.mark.parametrize("target_exists", [False, True], ids=["new-db", "existing-db"])
 @pytest.mark.parametrize("kind", sorted(TAMPERING))
 def test_tampered_export_is_refused_by_the_cli(export_dir, tmp_path, kind, target_exists):

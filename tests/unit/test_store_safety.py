@@ -300,6 +300,7 @@ def _assert_clean_exit_2(result, *words: str) -> None:
         assert word in lines[0]
 
 
+@pytest.mark.slow  # the CLI as a subprocess
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 @pytest.mark.parametrize("kind", CLI_KINDS)
 def test_cli_refuses_a_foreign_database(tmp_path, kind, command):
@@ -311,6 +312,7 @@ def test_cli_refuses_a_foreign_database(tmp_path, kind, command):
     assert _state(tmp_path) == before
 
 
+@pytest.mark.slow  # the CLI as a subprocess
 @pytest.mark.parametrize("command", ["runs", "show"])
 def test_cli_on_a_directory_and_a_missing_path(tmp_path, command):
     folder = tmp_path / "adir"
