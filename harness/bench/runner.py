@@ -236,9 +236,11 @@ class Bench:
         status = "failed"
         try:
             bench_store.create_bench(store, bench_id, fields, list(c.tags))
+            store.release()  # readers may look while a level runs
             for i, level in enumerate(c.levels()):
                 summary, timelines = await self._level(i, level, prompts, warm_prompts, bench_id, progress)
                 bench_store.write_level(store, bench_id, i, summary, timelines, datetime.now(UTC).replace(tzinfo=None))
+                store.release()
                 summaries.append(summary)
                 sources.append(summary.token_source)
                 on_level(summary)

@@ -59,6 +59,7 @@ class Scheduler:
         }
         self.stats.cached = len(answers)
         self.on_flush(answers)
+        self.store.release()  # the backend computes without holding the database: readers come in
         missing = [(h, r) for h, r in unique.items() if h not in answers]
         if missing:
             self._compute(missing, answers)
@@ -104,8 +105,10 @@ class Scheduler:
             self.store.cache_put(self.fingerprint, pending)
             self.stats.backend_seconds += time.perf_counter() - started
         self.on_flush(answers)
+        self.store.release()
 
     def _flush(self, pending: list[tuple[str, str, object]], answers: dict[str, Response]) -> None:
         self.store.cache_put(self.fingerprint, pending)
         log.info("cached %d answers (%d computed so far)", len(pending), self.stats.computed)
         self.on_flush(answers)
+        self.store.release()

@@ -1,7 +1,14 @@
 """The results store: one DuckDB file holding runs, samples, metrics and the request cache.
 
 A run row is written first with status 'running' and turns 'complete' only after every sample
-and metric is in, so a killed run never looks finished. Samples are keyed by
+and metric is in, so a killed run never looks finished.
+
+Readers during a run: DuckDB lets another process open a file (even read-only) only while no
+process holds it open for writing. So a writer holds the file only while it writes: the
+scheduler calls `release()` after each batch it stores, and the next use reopens it. Every open
+waits, bounded (HARNESS_DB_WAIT_S, default 60 s), while another harness process holds the lock:
+`harness runs`, `show`, `report` and `compare` read between a run's batches, and a second
+`harness run` on the same file takes turns with the first (writes serialised by the lock). Samples are keyed by
 (run_id, task, doc_id) and inserted with INSERT OR IGNORE, so a resumed run cannot duplicate
 them. The cache is keyed by model fingerprint + request hash (the hash covers generation
 settings), never by request alone.
@@ -11,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +29,36 @@ import pandas as pd
 
 from harness.core.errors import UsageError
 from harness.store.migrations import check_schema, migrate
+
+DEFAULT_WAIT_S = 60.0
+
+
+def wait_seconds() -> float:
+    try:
+        return max(0.0, float(os.environ.get("HARNESS_DB_WAIT_S", DEFAULT_WAIT_S)))
+    except ValueError:
+        raise UsageError(f"HARNESS_DB_WAIT_S={os.environ['HARNESS_DB_WAIT_S']!r}: expected seconds") from None
+
+
+def _locked(exc: BaseException) -> bool:
+    return isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
+
+
+def connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """A connection, waiting (bounded, with backoff) while another process holds the file's lock."""
+    deadline = time.monotonic() + wait_seconds()
+    delay = 0.02
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if not _locked(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise UsageError(f"database {path} is in use by another process (waited {wait_seconds():g} s; "
+                                 "HARNESS_DB_WAIT_S sets how long)") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
 
 def default_db_path() -> Path:
@@ -67,6 +105,8 @@ class Store:
 
     def __init__(self, path: Path, read_only: bool = False) -> None:
         self.path = path
+        self.read_only = read_only
+        self._con: duckdb.DuckDBPyConnection | None = None
         if read_only:
             if not (path.exists() or path.is_symlink()):
                 raise UsageError(f"no results database at {path} (run `harness run` first, or pass --db)")
@@ -80,7 +120,7 @@ class Store:
                     path.parent.mkdir(parents=True, exist_ok=True)
                 elif path.is_file() and path.stat().st_size == 0:
                     path.unlink()  # an empty file (mktemp) is a new database; DuckDB refuses to open one
-            self.con = duckdb.connect(str(path), read_only=read_only)
+            self._con = connect(path, read_only)
         except (OSError, duckdb.Error) as exc:
             raise UsageError(f"cannot open database {path}: {_first_line(exc)}") from None
         try:
@@ -89,14 +129,30 @@ class Store:
             else:
                 migrate(self.con, str(path))
         except UsageError:
-            self.con.close()
+            self.release()
             raise
         except duckdb.Error as exc:
-            self.con.close()
+            self.release()
             raise UsageError(f"cannot {'read' if read_only else 'migrate'} database {path}: {_first_line(exc)}") from None
 
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """The connection, reopened after a `release()` (the schema was checked at the first open)."""
+        if self._con is None:
+            try:
+                self._con = connect(self.path, self.read_only)
+            except (OSError, duckdb.Error) as exc:
+                raise UsageError(f"cannot open database {self.path}: {_first_line(exc)}") from None
+        return self._con
+
+    def release(self) -> None:
+        """Let other processes in: close the file until the next use (a writer between batches)."""
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
     def close(self) -> None:
-        self.con.close()
+        self.release()
 
     # ---- runs -------------------------------------------------------------------------------
 

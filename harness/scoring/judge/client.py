@@ -207,6 +207,7 @@ class JudgeClient:
         finally:
             if self.store is not None:
                 self.store.cache_put(self.fingerprint, fresh)
+                self.store.release()  # the judge's next call runs without holding the database
         return None
 
     def texts(self, reply: Reply, n: int) -> list[str | Failure]:
