@@ -215,6 +215,12 @@ def test_kernel_arrival_stamps_are_on_the_monotonic_clock():
     peer, _ = server.accept()
     try:
         assert sockclock.enable(client)
+        # Linux turns receive timestamping on through a static key that it flips asynchronously when
+        # the first socket asks for it (net_enable_timestamp): a segment that arrives before the flip
+        # carries no stamp. Let it settle and exchange one warm-up byte before the measured one.
+        time.sleep(0.05)
+        peer.send(b"w")
+        assert sockclock.recv(client, 64)[0] == b"w"
         sent = time.perf_counter_ns()
         peer.send(b"hello")
         time.sleep(0.3)  # read 300 ms late: the stamp must still say when it arrived
