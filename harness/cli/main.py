@@ -6,10 +6,11 @@ import errno
 import logging
 import os
 import sys
+import warnings
 
 import typer
 
-from harness.cli import bench, decisions, rag, report, run, sandbox, serve
+from harness.cli import bench, decisions, rag, recipe, report, run, sandbox, serve
 from harness.core.errors import UsageError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
@@ -26,7 +27,7 @@ def interrupted_message(argv: list[str]) -> str:
     return "harness: interrupted"
 
 # Each command module holds its commands on a Typer of its own (`commands`); they are composed here.
-COMMAND_MODULES = (run, bench, decisions, rag, report, sandbox, serve)
+COMMAND_MODULES = (run, bench, decisions, recipe, rag, report, sandbox, serve)
 for _module in COMMAND_MODULES:
     app.registered_commands.extend(_module.commands.registered_commands)
     app.registered_groups.extend(_module.commands.registered_groups)
@@ -35,7 +36,9 @@ for _module in COMMAND_MODULES:
 def _setup_logging() -> None:
     level = logging.DEBUG if os.environ.get("HARNESS_DEBUG") else os.environ.get("HARNESS_LOG_LEVEL", "WARNING").upper()
     logging.basicConfig(level=level, format="harness: %(levelname)s: %(message)s", stream=sys.stderr)
-    for noisy in ("transformers", "datasets", "huggingface_hub", "urllib3", "filelock"):
+    # transformers' deprecation notices, raised from inside peft and trl, are not the user's to act on
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
+    for noisy in ("transformers", "datasets", "huggingface_hub", "urllib3", "filelock", "torch", "torchao", "peft", "trl", "accelerate"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 

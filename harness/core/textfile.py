@@ -27,3 +27,16 @@ def read_text(path: Path, what: str = "file") -> str:
     except OSError as exc:
         raise UsageError(f"{what} {path}: cannot read ({exc.strerror or exc})") from None
     return decode_text(data, path, what)
+
+
+def read_yaml(path: Path, what: str = "file") -> object:
+    """The parsed YAML of `path` (a suite, a recipe); unreadable or malformed -> one UsageError line
+    naming the file and, where YAML knows it, the line."""
+    import yaml
+
+    try:
+        return yaml.safe_load(read_text(path, what))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UsageError(f"malformed {what} {path}{where}: {getattr(exc, 'problem', None) or str(exc).splitlines()[0]}") from None

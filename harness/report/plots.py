@@ -1,4 +1,5 @@
-"""Inline SVG line plots for bench pages: latency against throughput, one point per load level.
+"""Inline SVG line plots: latency against throughput (bench pages), accuracy delta against size and
+training loss (lineage pages).
 
 Hand-drawn like harness/report/svg.py, whose axis ticks and font they share (self-contained pages,
 every label escaped here).
@@ -34,8 +35,13 @@ def line_plot(series: list[Series], *, xlabel: str, ylabel: str, title: str, wid
     left, right, top, bottom = 62, 150, 26, 40
     xs = [p[0] for s in series for p in s.points]
     ys = [p[1] for s in series for p in s.points]
-    x_lo, x_hi = 0.0, max(xs) * 1.08 or 1.0
-    y_lo, y_hi = 0.0, max(ys) * 1.1 or 1.0
+    # from zero (latency, throughput), or below it where values are negative (an accuracy delta)
+    x_lo, x_hi = min(0.0, min(xs) * 1.08), max(max(xs) * 1.08, 0.0) or 1.0
+    y_lo, y_hi = min(0.0, min(ys) * 1.1), max(max(ys) * 1.1, 0.0) or 1.0
+    if x_hi == x_lo:
+        x_hi = x_lo + 1.0
+    if y_hi == y_lo:
+        y_hi = y_lo + 1.0
     pw, ph = width - left - right, height - top - bottom
 
     def sx(v: float) -> float:

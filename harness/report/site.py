@@ -167,6 +167,9 @@ def build_site(store: Store, out_dir: Path) -> Path:
     from harness.report.bench_pages import write_bench_pages  # serving benchmarks: bench/index.html and a page each
 
     write_bench_pages(store, out_dir)
+    from harness.report.lineage_pages import write_lineage_pages  # recipes' checkpoints: lineage/index.html and a page each
+
+    write_lineage_pages(store, out_dir)
     return index
 
 

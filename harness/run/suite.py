@@ -23,7 +23,7 @@ from harness import tasks as catalog
 from harness.core.config import TaskSelection
 from harness.core.errors import UsageError
 from harness.core.resources import package_dir
-from harness.core.textfile import read_text
+from harness.core.textfile import read_text, read_yaml
 
 SUITES_DIR = package_dir("harness.suites")
 DataSource = Literal["auto", "mirror", "hub", "fixture"]
@@ -95,12 +95,7 @@ def _first_error(exc: ValidationError) -> str:
 
 def load_suite(name_or_path: str) -> tuple[str, Suite]:
     path = suite_path(name_or_path)
-    try:
-        data = yaml.safe_load(read_text(path, "suite"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise UsageError(f"malformed suite {path}{where}: {getattr(exc, 'problem', None) or str(exc).splitlines()[0]}") from None
+    data = read_yaml(path, "suite")
     if not isinstance(data, dict):
         raise UsageError(f"malformed suite {path}: expected a mapping with a 'tasks' list")
     try:

@@ -164,6 +164,46 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (bench_id, level, warmup, request_index)
         )""",
     ],
+    # version 3: checkpoints made by recipes and where they came from (harness/store/lineage.py)
+    [
+        """CREATE TABLE artifacts (
+            artifact_id VARCHAR PRIMARY KEY,    -- sha256 over the files' names and contents
+            format VARCHAR NOT NULL,            -- hf | hf-adapter | hf-torchao | gguf
+            path VARCHAR NOT NULL,              -- $HARNESS_CACHE_DIR/artifacts/<artifact_id>
+            model_spec VARCHAR NOT NULL,        -- what `harness run --model` is given for it
+            model_fingerprint VARCHAR,          -- the backend fingerprint runs store (default args)
+            bytes BIGINT NOT NULL,
+            parameters BIGINT,
+            bits_per_weight DOUBLE,
+            metadata JSON,                      -- per-tensor types, loss curve, imported-from path
+            created_at TIMESTAMP NOT NULL
+        )""",
+        """CREATE TABLE artifact_edges (
+            child VARCHAR NOT NULL,
+            parent VARCHAR NOT NULL,
+            relation VARCHAR NOT NULL,          -- adapter | merge | finetune | quantized | converted | dequantized
+            step_key VARCHAR,                   -- hash of the step's inputs: a finished step is not redone
+            recipe_id VARCHAR,
+            step VARCHAR,                       -- the step's name in the recipe
+            step_kind VARCHAR,                  -- lora_sft | merge | export_gguf | quantize_gguf | ...
+            params JSON,
+            data_fingerprint VARCHAR,
+            seed INTEGER,
+            versions JSON,                      -- library versions that made the child
+            wall_seconds DOUBLE,
+            peak_memory_bytes BIGINT,
+            created_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (child, parent)
+        )""",
+        """CREATE TABLE edge_reports (
+            child VARCHAR NOT NULL,
+            parent VARCHAR NOT NULL,
+            recipe_id VARCHAR NOT NULL,
+            report JSON NOT NULL,               -- runs compared, gate verdict, fidelity, size, speed
+            created_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (child, parent, recipe_id)
+        )""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

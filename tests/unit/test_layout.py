@@ -45,7 +45,7 @@ def staged(tmp_path_factory) -> Path:
 
 def test_every_package_folder_is_shipped() -> None:
     listed = {source_dir(p).resolve() for p in SETUPTOOLS["packages"]}
-    folders = {init.parent.resolve() for top in ("harness", "tasks", "sandbox", "suites", "reports")
+    folders = {init.parent.resolve() for top in ("harness", "tasks", "sandbox", "suites", "recipes", "reports")
                for init in (REPO / top).rglob("__init__.py") if "__pycache__" not in init.parts}
     assert folders - listed == set(), "add these packages to [tool.setuptools] packages in pyproject.toml"
     assert listed - folders == set(), "these listed packages have no __init__.py"

@@ -23,7 +23,6 @@ from typing import Any
 
 from harness.backends.base import Backend, ModelSpec, Progress
 from harness.backends.batching import loglikelihood_batches, timed
-from harness.backends.fingerprint import file_sha256
 from harness.backends.gguf.metadata import GGUFFormatError, Scalar, read_metadata, trained_context
 from harness.backends.gguf.options import (
     DEFAULT_N_CTX,
@@ -39,6 +38,7 @@ from harness.backends.tokens import prefix_token_id, rolling_windows, tok_encode
 from harness.core.errors import UsageError
 from harness.core.hashing import sha256_json, sha256_text
 from harness.core.requests import Generate, Loglikelihood, LoglikelihoodResult, LoglikelihoodRolling, Message
+from harness.store.fingerprint import file_sha256
 
 # Plain temperature sampling over the whole vocabulary, as the hf backend and the OpenAI API mean
 # `temperature`: llama.cpp's defaults (top_k 40, top_p 0.95, min_p 0.05) would change the answers.
@@ -59,6 +59,7 @@ class LoadedGGUF:
 
 class GGUFBackend(Backend):
     name = "gguf"
+    supports = Backend.supports | {"token_logprobs"}
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
@@ -250,6 +251,26 @@ class GGUFBackend(Backend):
             sampling["stop"] = sampling["stop"] + [state.eos_text]
             text = state.llama.create_completion(prompt=tokens, **sampling)["choices"][0]["text"]
         return cut_at_stops(text, request.stop)
+
+    # -- full next-token distributions (gguf/logprobs.py) -------------------------------------
+
+    def token_logprobs(self, windows: Sequence[Sequence[int]]) -> Iterator[tuple[int, Any]]:
+        from harness.backends.gguf.logprobs import iter_logprobs
+
+        if not windows:
+            return
+        state = self.load()
+        yield from timed(iter_logprobs(state.llama, windows, state.n_ctx), self._count_eval)
+
+    def encode_text(self, text: str) -> list[int]:
+        return self.load().tokens.encode(text, add_special_tokens=False)
+
+    def special_ids(self) -> dict:
+        tokens = self.load().tokens
+        probe = tokens.encode("a", add_special_tokens=True)
+        add_bos = tokens.bos_token_id is not None and bool(probe) and probe[0] == tokens.bos_token_id
+        return {"bos": tokens.bos_token_id, "eos": tokens.eos_token_id, "add_bos": add_bos,
+                "vocab_size": int(self.load().llama.n_vocab())}
 
 
 def cut_at_stops(text: str, stops: Sequence[str]) -> str:

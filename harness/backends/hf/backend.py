@@ -23,12 +23,12 @@ from typing import Any
 from harness.backends import embedded
 from harness.backends.base import Backend, ModelSpec, Progress
 from harness.backends.batching import loglikelihood_batches, timed
-from harness.backends.fingerprint import dir_fingerprint, file_sha256
 from harness.backends.hf.options import HFOptions, ModelSource, check_hub_model, parse_options, resolve_source
 from harness.backends.tokens import TokenRequest, prefix_token_id, rolling_windows, tok_encode
 from harness.core.errors import UsageError
 from harness.core.hashing import sha256_json, sha256_text
 from harness.core.requests import Generate, Loglikelihood, LoglikelihoodResult, LoglikelihoodRolling
+from harness.store.fingerprint import dir_fingerprint, file_sha256
 
 # lm-eval's fallback when neither the config nor the tokenizer names a context length.
 DEFAULT_MAX_LENGTH = 2048
@@ -55,6 +55,7 @@ class LoadedModel:
 
 class HFBackend(Backend):
     name = "hf"
+    supports = Backend.supports | {"token_logprobs"}
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
@@ -78,6 +79,13 @@ class HFBackend(Backend):
     def weights_fingerprint(self) -> str:
         if self.source.kind == "embedded":
             return embedded.embedded_fingerprint()  # the GGUF's hash: no conversion needed
+        if self.source.kind == "local" and self.source.adapter_base is not None:
+            # an adapter answers as adapter + base: both sets of files decide it
+            base = self.source.adapter_base
+            base_fingerprint = (embedded.embedded_fingerprint() if base == embedded.EMBEDDED_ALIAS
+                                else dir_fingerprint(base) if Path(base).is_dir()
+                                else sha256_json({"hub": base, "revision": "main"}))
+            return sha256_json({"adapter": dir_fingerprint(self.source.target), "base": base_fingerprint})
         if self.source.kind == "local":
             return dir_fingerprint(self.source.target)
         return sha256_json({"hub": self.source.target, "revision": self.options.revision})
@@ -136,19 +144,27 @@ class HFBackend(Backend):
         if device.type == "cpu":
             _limit_cpu_threads(torch)
         model_dir = self._model_dir()
+        base = self.source.adapter_base  # a peft adapter: the weights are the base's, wrapped below
+        weights_dir = (str(embedded.ensure_hf_dir()) if base == embedded.EMBEDDED_ALIAS else base) if base else model_dir
+        tokenizer_dir = model_dir if not base or (Path(model_dir) / "tokenizer_config.json").is_file() else weights_dir
         common = {"revision": self.options.revision, "trust_remote_code": self.options.trust_remote_code}
         try:
-            tokenizer = AutoTokenizer.from_pretrained(model_dir, **common)
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, **common)
             dtype = self.options.dtype if self.options.dtype == "auto" else getattr(torch, self.options.dtype)
-            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, **common)
+            model = AutoModelForCausalLM.from_pretrained(weights_dir, dtype=dtype, **common)
         except (OSError, ValueError) as error:
             raise UsageError(f"cannot load hf model {self.spec.target}: {str(error).splitlines()[0]}") from error
-        model = model.to(device).eval()
         # Only the special ids survive from the checkpoint's generation_config: its sampling
-        # defaults (temperature, top_p, ...) would otherwise leak into every unset field.
+        # defaults (temperature, top_p, ...) would otherwise leak into every unset field. Set on the
+        # base before a peft wrap: attributes set on a PeftModel stay on the wrapper.
         old = model.generation_config
         model.generation_config = GenerationConfig(bos_token_id=old.bos_token_id, eos_token_id=old.eos_token_id,
                                                    pad_token_id=old.pad_token_id)
+        if base:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, model_dir)
+        model = model.to(device).eval()
         return LoadedModel(model, tokenizer, model_dir, self._max_length(model, tokenizer), prefix_token_id(tokenizer),
                            PackedScorer(model))
 
@@ -271,6 +287,26 @@ class HFBackend(Backend):
 
     def _count_forward(self, seconds: float) -> None:
         self.forward_seconds += seconds
+
+    # -- full next-token distributions (hf/logprobs.py) ---------------------------------------
+
+    def token_logprobs(self, windows: Sequence[Sequence[int]]) -> Iterator[tuple[int, Any]]:
+        from harness.backends.hf.logprobs import iter_logprobs
+
+        if not windows:
+            return  # nothing to do: do not load the model for it
+        state = self.load()
+        yield from timed(iter_logprobs(state.model, windows, state.max_length), self._count_forward)
+
+    def encode_text(self, text: str) -> list[int]:
+        return list(self.load().tokenizer.encode(text, add_special_tokens=False))
+
+    def special_ids(self) -> dict:
+        from harness.backends.hf.logprobs import tokenizer_special_ids
+
+        state = self.load()
+        config = getattr(state.model.config, "text_config", None) or state.model.config
+        return tokenizer_special_ids(state.tokenizer, config.vocab_size)
 
 
 def _eos_ids(state: LoadedModel) -> tuple[int, ...]:

@@ -6,6 +6,7 @@ served entirely from the cache costs milliseconds.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -33,10 +34,43 @@ HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9
 SourceKind = Literal["embedded", "local", "hub"]
 
 
+ADAPTER_CONFIG = "adapter_config.json"
+
+
 @dataclass(frozen=True)
 class ModelSource:
     kind: SourceKind
     target: str  # the alias, an absolute directory, or a hub id
+    # a local peft adapter directory (it holds adapter_config.json): the base it applies to, an
+    # absolute directory, the embedded alias or a hub id; the backend loads it and wraps it
+    adapter_base: str | None = None
+
+
+def adapter_base(directory: str | Path) -> str | None:
+    """The base_model_name_or_path of a peft adapter directory, None if it is not one."""
+    config_path = Path(directory) / ADAPTER_CONFIG
+    if not config_path.is_file():
+        return None
+    try:
+        base = json.loads(config_path.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError) as error:
+        raise UsageError(f"unreadable {config_path}: {error}") from None
+    if not isinstance(base, str) or not base:
+        raise UsageError(f"{config_path} names no base_model_name_or_path, so the adapter has no model to apply to")
+    return base
+
+
+def _resolve_adapter_base(directory: Path) -> str | None:
+    """The adapter's base as a source target; refused now if it is a path that is gone."""
+    base = adapter_base(directory)
+    if base is None or base == EMBEDDED_ALIAS:
+        return base
+    base_path = Path(base).expanduser()
+    if base_path.is_dir():
+        return str(base_path.resolve())
+    if _looks_like_path(base):
+        raise UsageError(f"adapter {directory}: its base model {base} does not exist (moved or deleted?)")
+    return base  # a hub id
 
 
 @dataclass(frozen=True)
@@ -68,7 +102,7 @@ def resolve_source(target: str) -> ModelSource:
     if path.exists():
         if not path.is_dir():
             raise UsageError(f"hf backend needs a checkpoint directory, not a file: {target} (for a .gguf use gguf:PATH)")
-        return ModelSource("local", str(path.resolve()))
+        return ModelSource("local", str(path.resolve()), _resolve_adapter_base(path))
     if _looks_like_path(target):
         raise UsageError(f"model path does not exist: {target}")
     return ModelSource("hub", target)

@@ -23,7 +23,6 @@ from typing import Any
 from harness.backends import embedded
 from harness.backends.base import Backend, ModelSpec, Progress
 from harness.backends.batching import loglikelihood_batches
-from harness.backends.fingerprint import file_sha256
 from harness.backends.hf.options import ModelSource
 from harness.backends.tokens import TokenRequest, prefix_token_id, rolling_windows, tok_encode
 from harness.backends.vllm.options import (
@@ -38,6 +37,7 @@ from harness.backends.vllm.options import (
 from harness.core.errors import UsageError
 from harness.core.hashing import sha256_json, sha256_text
 from harness.core.requests import Generate, Loglikelihood, LoglikelihoodResult, LoglikelihoodRolling
+from harness.store.fingerprint import file_sha256
 
 # Loglikelihood requests per llm.generate call: large enough for vLLM to fill the GPU, small enough
 # that the scheduler caches answers as they come (a killed run loses one chunk at most).

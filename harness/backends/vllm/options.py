@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.backends import embedded
-from harness.backends.fingerprint import dir_fingerprint
 from harness.backends.hf import options as hf_options
 from harness.backends.hf.options import ModelSource
 from harness.core.errors import UsageError
 from harness.core.hashing import sha256_json
+from harness.store.fingerprint import dir_fingerprint
 
 EMBEDDED_TARGETS = frozenset({"embedded", embedded.EMBEDDED_ALIAS})
 DTYPES = ("auto", "float32", "bfloat16", "float16")

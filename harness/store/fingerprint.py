@@ -24,6 +24,7 @@ CONFIG_AND_TOKENIZER_FILES = frozenset({
     "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
     "special_tokens_map.json", "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt",
     "tokenizer.model", "spiece.model", "chat_template.jinja", "chat_template.json",
+    "adapter_config.json",  # a peft adapter's rank, alpha and targets (its weights are *.safetensors)
 })
 
 _memo_in_process: dict[str, dict] = {}
