@@ -15,6 +15,7 @@ for this recipe id is kept.
 from __future__ import annotations
 
 import errno
+import importlib.util
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -71,13 +72,42 @@ class RecipeResult:
         return all(r.get("gate", {}).get("passed", True) for r in self.reports.values())
 
 
+# The extra that installs each library a step imports when it runs or checks.
+EXTRAS = {"peft": "recipes", "trl": "recipes", "torchao": "recipes", "datasets": "recipes", "llama_cpp": "gguf"}
+IMPORT_NAMES = {"llama_cpp_python": "llama_cpp"}  # distribution -> module, where they differ
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules
+        return False
+
+
+def check_libraries(kind: str, step: Step) -> None:
+    """Every library the step records is installed, found without importing it (a step's heavy
+    imports happen only when it runs, after the checkpoints of earlier steps are written)."""
+    for distribution in step.libraries:
+        module = IMPORT_NAMES.get(distribution, distribution)
+        if not _importable(module):
+            raise UsageError(f"step {kind} needs the {module} package: pip install 'harness[{EXTRAS.get(module, 'recipes')}]'")
+
+
+def missing_library(kind: str, error: ImportError) -> UsageError:
+    """A step's library is not installed: one line naming the extra that brings it. Our own
+    modules failing to import is a bug, and is raised as it is."""
+    name = (error.name or "").split(".")[0]
+    if not name or name == "harness":
+        raise error
+    extra = EXTRAS.get(name, "recipes")
+    return UsageError(f"step {kind} needs the {name} package: pip install 'harness[{extra}]'")
+
+
 def _step_of(kind: str) -> Step:
     try:
         return make_step(kind)
     except ImportError as error:
-        if (error.name or "").startswith("harness"):
-            raise  # ours: a bug, not a missing extra
-        raise UsageError(f"step {kind} needs {error.name or 'a library'} (pip install 'harness[recipes]')") from None
+        raise missing_library(kind, error) from None
 
 
 def plan(name_or_path: str, parent: str | None = None) -> Plan:
@@ -89,11 +119,15 @@ def plan(name_or_path: str, parent: str | None = None) -> Plan:
     planned: list[PlannedStep] = []
     for index, spec in enumerate(recipe.steps):
         step = _step_of(spec.kind)
+        check_libraries(spec.kind, step)
         input_name = recipe.input_of(index)
         if formats[input_name] not in step.accepts:
             raise UsageError(f"recipe {path}: step {spec.name} ({spec.kind}) takes {' or '.join(step.accepts)}, "
                              f"but its input {input_name} is {formats[input_name]}")
-        params = step.check(spec.params, model_dir or source.path or Path("."))
+        try:
+            params = step.check(spec.params, model_dir or source.path or Path("."))
+        except ImportError as error:
+            raise missing_library(spec.kind, error) from None
         planned.append(PlannedStep(spec.name, spec.kind, step, input_name, params, step.data_fingerprint(params)))
         formats[spec.name] = PRODUCES[spec.kind]
     _check_evaluation(recipe)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,19 @@ def test_no_disk_space(isolated: Path) -> None:
     assert len(lines) == 1 and "not enough disk space" in lines[0] and "MB free" in lines[0], result.stderr
     assert not db.exists()
     assert list(artifacts_dir.iterdir()) == []  # nothing was written beside the tmpfs either
+
+
+@pytest.mark.parametrize("package, kind, params, extra", [
+    ("peft", "lora_sft", {"data": "task:gsm8k", "steps": 1}, "recipes"),
+    ("llama_cpp", "quantize_gguf", {"type": "Q8_0"}, "gguf"),
+])
+def test_a_missing_library_names_its_extra(isolated: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+                                           package: str, kind: str, params: dict, extra: str) -> None:
+    """A core-only install (`make run`) has neither peft nor llama.cpp: the recipe says which extra to install."""
+    monkeypatch.setitem(sys.modules, package, None)  # `import package` now fails as if it were not installed
+    for name in [m for m in sys.modules if m.startswith("harness.steps.") and m != "harness.steps.base"]:
+        monkeypatch.delitem(sys.modules, name)
+    steps = [{"name": "f32", "kind": "export_gguf"}] if kind == "quantize_gguf" else []
+    recipe = {**GOOD, "steps": [*steps, {"name": "s", "kind": kind, "params": params}]}
+    err = _refused(isolated, capsys, recipe)
+    assert f"needs the {package} package: pip install 'harness[{extra}]'" in err
