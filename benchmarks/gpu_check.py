@@ -49,37 +49,13 @@ SMOLLM2_135M = {
     "eos_token_id": 2,
     "pad_token_id": 2,
 }
-LLAMA_1B = {
-    "hidden_size": 2048,
-    "intermediate_size": 8192,
-    "num_hidden_layers": 16,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 8,
-    "max_position_embeddings": 8192,
-    "rms_norm_eps": 1e-5,
-    "rope_theta": 500000.0,
-    "tie_word_embeddings": True,
-    "vocab_size": 49152,
-    "bos_token_id": 1,
-    "eos_token_id": 2,
-    "pad_token_id": 2,
-}
-TINY = {
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 2048,
-    "rms_norm_eps": 1e-5,
-    "rope_theta": 100000.0,
-    "tie_word_embeddings": True,
-    "vocab_size": 49152,
-    "bos_token_id": 1,
-    "eos_token_id": 2,
-    "pad_token_id": 2,
-}
-# (HellaSwag docs, MMLU subjects, MMLU docs per subject, MMLU shots) per size
+# What the 1B-class and tiny models share with SmolLM2 (its tokenizer's ids, tied embeddings).
+_SHARED = {k: SMOLLM2_135M[k] for k in ("rms_norm_eps", "tie_word_embeddings", "vocab_size", "bos_token_id", "eos_token_id",
+                                        "pad_token_id")}
+LLAMA_1B = {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
+            "num_key_value_heads": 8, "max_position_embeddings": 8192, "rope_theta": 500000.0, **_SHARED}
+TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "max_position_embeddings": 2048, "rope_theta": 100000.0, **_SHARED}
 SERVING = {
     "tiny": {"concurrencies": [1, 2], "n_prompts": 4, "input_len": 32, "output_len": 8},
     "full": {"concurrencies": [1, 8, 32], "n_prompts": 64, "input_len": 512, "output_len": 128},

@@ -116,14 +116,11 @@ def serving_figures(model_dir: str, device: str, dtype: str, concurrencies: list
 
 
 def _free_memory() -> None:
-    gc.collect()
-    try:
-        import torch
+    import torch
 
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:
-        pass
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 # -- LoRA ------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ def run_cmd(
     """Check the recipe, make its checkpoints (resuming finished steps), evaluate each, report every edge.
     Exit 1 when an edge fails the recipe's gate policy."""
     from harness.recipe.runner import run_recipe
-    from harness.recipe.view import accuracy_delta
+    from harness.recipe.view import accuracy_delta, gate_word
 
     check_output_file(json_out, "--json")
     result = run_recipe(recipe, db_path(db), parent=from_, show_progress=not no_progress)
@@ -60,10 +60,8 @@ def run_cmd(
     rows = []
     for (parent, child), report in result.reports.items():
         fid = report.get("fidelity") or {}
-        gate = report.get("gate") or {}
         rows.append({"edge": f"{names.get(parent, parent[:12])} -> {names.get(child, child[:12])}", "child": child[:12],
-                     "accuracy_delta": accuracy_delta(report), "gate": "skipped" if gate.get("skipped") else
-                     ("pass" if gate.get("passed") else "FAIL"), "kld_mean": fid.get("kld_mean"),
+                     "accuracy_delta": accuracy_delta(report), "gate": gate_word(report), "kld_mean": fid.get("kld_mean"),
                      "same_top_pct": fid.get("same_top_pct"), "bits_per_weight": (report.get("size") or {}).get("child_bits_per_weight")})
     _print_rows(rows, f"recipe {result.recipe_id}: made {', '.join(result.made) or 'nothing'}; "
                       f"reused {', '.join(result.reused) or 'nothing'}")

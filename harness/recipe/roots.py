@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def checkpoint_dir(source: ParentSource) -> Path | None:
     return None
 
 
-def import_parent(store: Store, source: ParentSource, fingerprint_of: object) -> Artifact:
+def import_parent(store: Store, source: ParentSource, fingerprint_of: Callable[[Artifact], str]) -> Artifact:
     """The parent as a registered artifact (with the embedded model's dequantized root edge).
     `fingerprint_of(artifact) -> str` gives the model fingerprint runs of it store."""
     register = _registrar(store, fingerprint_of)
@@ -133,9 +134,9 @@ def _model_files(directory: Path) -> list[Path]:
     return fingerprinted_files(directory)
 
 
-def _registrar(store: Store, fingerprint_of: object):  # noqa: ANN202 - a local closure
+def _registrar(store: Store, fingerprint_of: Callable[[Artifact], str]) -> Callable[[Artifact], Artifact]:
     def register(artifact: Artifact) -> Artifact:
-        lineage.register_artifact(store, artifact, fingerprint_of(artifact))  # type: ignore[operator]
+        lineage.register_artifact(store, artifact, fingerprint_of(artifact))
         return artifact
 
     return register

