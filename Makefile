@@ -26,6 +26,10 @@ $(FULL): $(CORE)
 	# llama-cpp-python is source-only; its default build crashes on these CPUs (AMX path).
 	# pip keeps the built wheel in its cache, so only the first install pays the ~8 min build.
 	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip install -q -c constraints.txt -e '.[dev,gguf,rag,recipes]'
+	# confseq (the sequential gate's reference, tests only): its sdist pins pybind11 2.6, which cannot build on
+	# Python 3.11, so it is built against a current pybind11 without build isolation (C++, needs libboost-dev)
+	$(BIN)/pip install -q -c constraints.txt scikit-build pybind11 cmake ninja
+	$(BIN)/pip install -q --no-build-isolation --no-deps -c constraints.txt confseq
 	rm -f $(VENV)/.full-*
 	touch $@
 

@@ -75,20 +75,59 @@ def compare(
 @commands.command()
 def gate(
     baseline: str = typer.Option(..., "--baseline", help="run id or tag (latest complete run with it)"),
-    candidate: str = typer.Option(..., "--candidate", help="run id or tag"),
+    candidate: Optional[str] = typer.Option(None, "--candidate", help="stored run id or tag"),
+    candidate_model: Optional[str] = typer.Option(None, "--candidate-model",
+                                                  help="evaluate this model live on the baseline's documents (--sequential)"),
+    candidate_model_args: Optional[str] = typer.Option(None, "--candidate-model-args", help="key=value,... for its backend"),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="with --candidate-model: tasks (default: the baseline's)"),
+    suite: Optional[str] = typer.Option(None, "--suite", help="with --candidate-model: a suite instead of --tasks"),
+    sequential: bool = typer.Option(False, "--sequential", help="stop as soon as every gated metric is decided "
+                                    "(anytime-valid tests; docs/sequential-gate.md)"),
+    max_docs: Optional[int] = typer.Option(None, "--max-docs", min=1, help="documents per task at most (policy: sequential.max_docs)"),
+    chunk: Optional[int] = typer.Option(None, "--chunk", min=1, help="documents per task per look (default: adaptive)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="seed of the document order (default: the baseline run's seed)"),
+    batch_size: Optional[str] = typer.Option(None, "--batch-size", help="integer or auto, for the candidate's backend"),
+    no_progress: bool = typer.Option(False, "--no-progress"),
     policy_path: Optional[Path] = typer.Option(None, "--policy", help="policy YAML (default: suites/gate.yaml defaults)"),
     junit: Optional[Path] = typer.Option(None, "--junit", help="write JUnit XML, one test case per task"),
     markdown_path: Optional[Path] = typer.Option(None, "--markdown", help="write the summary here instead of stdout"),
     db: Optional[Path] = DbOption,
 ) -> None:
     """Exit 0 if the candidate has no significant regression beyond tolerance, 1 if it has, 2 on unusable input."""
-    from harness.decisions.compare import compare_runs
-    from harness.decisions.gate import decide, junit_xml, load_policy, markdown
-    from harness.store.db import Store
+    from harness.decisions.gate import load_policy
 
     check_output_file(junit, "--junit")
     check_output_file(markdown_path, "--markdown")
+    if (candidate is None) == (candidate_model is None):
+        raise UsageError("give exactly one of --candidate RUN (a stored run) or --candidate-model SPEC (evaluated live)")
+    live_only = {"--sequential": sequential, "--tasks": tasks, "--suite": suite, "--max-docs": max_docs, "--chunk": chunk,
+                 "--seed": seed, "--candidate-model-args": candidate_model_args, "--batch-size": batch_size}
+    if candidate is not None and any(v for v in live_only.values()):
+        given = ", ".join(k for k, v in live_only.items() if v)
+        raise UsageError(f"{given} need --candidate-model (the candidate evaluated live), not a stored --candidate")
+    if candidate_model is not None and not sequential:
+        raise UsageError("--candidate-model is evaluated by the sequential gate: add --sequential (or run the candidate "
+                         "with `harness run` and gate it with --candidate RUN)")
     policy = load_policy(policy_path)
+    if candidate_model is not None:
+        summary, passed, fails = _sequential_gate(baseline, candidate_model, candidate_model_args, tasks, suite, max_docs,
+                                                  chunk, seed, batch_size, no_progress, policy, db, junit)
+    else:
+        summary, passed, fails = _fixed_gate(baseline, str(candidate), policy, db, junit)
+    if markdown_path is not None:
+        markdown_path.write_text(summary)
+    else:
+        typer.echo(summary, nl=False)
+    if not passed:
+        typer.echo(f"harness: gate failed: {fails} regression(s)", err=True)
+        raise typer.Exit(1)
+
+
+def _fixed_gate(baseline: str, candidate: str, policy, db: Optional[Path], junit: Optional[Path]) -> tuple[str, bool, int]:
+    from harness.decisions.compare import compare_runs
+    from harness.decisions.gate import decide, junit_xml, markdown
+    from harness.store.db import Store
+
     store = Store(db_path(db), read_only=True)
     try:
         ids = []
@@ -102,16 +141,27 @@ def gate(
     finally:
         store.close()
     result = decide(comparison, policy)
-    summary = markdown(result)
-    if markdown_path is not None:
-        markdown_path.write_text(summary)
-    else:
-        typer.echo(summary, nl=False)
     if junit is not None:
         junit.write_text(junit_xml(result))
-    if not result.passed:
-        typer.echo(f"harness: gate failed: {len(result.regressions)} regression(s)", err=True)
-        raise typer.Exit(1)
+    return markdown(result), result.passed, len(result.regressions)
+
+
+def _sequential_gate(baseline: str, model: str, model_args: Optional[str], tasks: Optional[str], suite: Optional[str],
+                     max_docs: Optional[int], chunk: Optional[int], seed: Optional[int], batch_size: Optional[str],
+                     no_progress: bool, policy, db: Optional[Path], junit: Optional[Path]) -> tuple[str, bool, int]:
+    from harness.cli.run import task_selections
+    from harness.decisions.live_gate import Candidate, run_sequential_gate
+    from harness.decisions.sequential_output import junit_xml, markdown
+
+    selections = task_selections(tasks, suite, None, None)[1] if (tasks or suite) else None
+    rule = policy.sequential.model_copy(update={k: v for k, v in (("max_docs", max_docs), ("chunk", chunk)) if v is not None})
+    policy = policy.model_copy(update={"sequential": rule})
+    result = run_sequential_gate(db_path(db), baseline, Candidate(model, model_args, batch_size, selections,
+                                                                  show_progress=not no_progress), policy, seed)
+    if junit is not None:
+        junit.write_text(junit_xml(result))
+    fails = sum(t.decision in ("fail", "fail-fallback") for t in result.test.tracks)
+    return markdown(result), result.passed, fails
 
 
 @commands.command()

@@ -14,7 +14,7 @@ from harness.core.errors import UsageError
 commands = typer.Typer()
 
 
-def _selections(tasks: Optional[str], suite: Optional[str], limit: Optional[int], num_fewshot: Optional[int]):
+def task_selections(tasks: Optional[str], suite: Optional[str], limit: Optional[int], num_fewshot: Optional[int]):
     from harness.core.config import TaskSelection
     from harness.run.suite import load_suite
 
@@ -84,7 +84,7 @@ def run(
     from harness.run.evaluator import evaluate
     from harness.store.db import Store
 
-    suite_name, selections = _selections(tasks, suite, limit, num_fewshot)
+    suite_name, selections = task_selections(tasks, suite, limit, num_fewshot)
     check_output_file(json_path, "--json")
     config = RunConfig(tasks=selections, model=model or DEFAULT_MODEL, model_args=model_args, batch_size=batch_size,
                        seed=seed, tags=tag, suite=suite_name, show_progress=not no_progress,

@@ -93,7 +93,7 @@ ORDER BY a.task, a.doc_id
 """
 
 
-def _higher_is_better(task: str, metric: str) -> bool:
+def higher_is_better(task: str, metric: str) -> bool:
     from harness import tasks as catalog
 
     try:
@@ -214,7 +214,7 @@ def compare_runs(store: Store, run_a: str, run_b: str, *, alpha: float = 0.05, n
             binary = paired.is_binary(a, b)
             result = paired.mcnemar_exact(a, b) if binary else paired.paired_bootstrap(a, b, n_bootstrap, seed)
             tests.append((str(task), metric, "binary" if binary else "continuous",
-                          _higher_is_better(str(task), metric), a, b, result))
+                          higher_is_better(str(task), metric), a, b, result))
             if binary:
                 flips.extend(_flips(str(task), metric, columns, ma, mb, np.flatnonzero(ok)[a != b]))
         shift = _loglikelihood_shift(str(task), rows)

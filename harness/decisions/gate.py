@@ -32,6 +32,18 @@ class TaskRule(BaseModel):
     min_samples: int | None = Field(None, ge=1)
 
 
+class SequentialRule(BaseModel):
+    """`sequential:` in the policy: how `harness gate --sequential` splits alpha and spends documents."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    alpha_split: float = Field(0.5, gt=0, lt=1, description="share of alpha for the sequential phase; the rest is the "
+                               "fixed-sample fallback's")
+    max_docs: int | None = Field(None, ge=1, description="documents per task at most (default: every shared document)")
+    min_docs: int = Field(100, ge=0, description="no early decision on a task before this many documents")
+    chunk: int | None = Field(None, ge=1, description="documents per task per look (default: adaptive, 100 growing to 1000)")
+
+
 class Policy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -41,6 +53,7 @@ class Policy(BaseModel):
     required_tasks: list[str] = Field(default_factory=list)
     metrics: list[str] | None = Field(None, description="metrics to gate (default: every metric of each task)")
     tasks: dict[str, TaskRule] = Field(default_factory=dict)
+    sequential: SequentialRule = Field(default_factory=SequentialRule)
 
     def tolerance(self, task: str, metric: str) -> float:
         rule = self.tasks.get(task)

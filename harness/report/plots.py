@@ -1,5 +1,7 @@
 """Inline SVG line plots: latency against throughput (bench pages), accuracy delta against size and
-training loss (lineage pages).
+training loss (lineage pages); and the band plot of a sequential gate (gate pages): the running
+estimate of a metric's paired difference with its anytime-valid interval over the looks, the
+tolerance line, zero, and where the gate decided or stopped.
 
 Hand-drawn like harness/report/svg.py, whose axis ticks and font they share (self-contained pages,
 every label escaped here).
@@ -26,6 +28,46 @@ class Series:
     dashed: bool = False
 
 
+@dataclass(frozen=True)
+class _Frame:
+    """A plot's axes: the SVG opening, frame and grid with tick labels, and the data -> pixel maps."""
+
+    parts: list[str]
+    x_lo: float
+    x_hi: float
+    y_lo: float
+    y_hi: float
+    left: int
+    top: int
+    pw: int
+    ph: int
+
+    def sx(self, v: float) -> float:
+        return self.left + (v - self.x_lo) / (self.x_hi - self.x_lo) * self.pw
+
+    def sy(self, v: float) -> float:
+        return self.top + (self.y_hi - v) / (self.y_hi - self.y_lo) * self.ph
+
+
+def _frame(title: str, svg_class: str, width: int, height: int, margins: tuple[int, int, int, int],
+           x_range: tuple[float, float], y_range: tuple[float, float]) -> _Frame:
+    left, right, top, bottom = margins
+    f = _Frame([], *x_range, *y_range, left, top, width - left - right, height - top - bottom)
+    f.parts.extend([f'<svg xmlns="http://www.w3.org/2000/svg" class="{svg_class}" role="img" width="{width}" '
+                    f'height="{height}" viewBox="0 0 {width} {height}"><title>{escape(title)}</title>',
+                    f'<text x="{left}" y="14" {FONT} font-weight="bold">{escape(title)}</text>',
+                    f'<rect x="{left}" y="{top}" width="{f.pw}" height="{f.ph}" fill="none" stroke="#999"/>'])
+    for t in nice_ticks(f.x_lo, f.x_hi):
+        f.parts.append(f'<line x1="{f.sx(t):.1f}" y1="{top}" x2="{f.sx(t):.1f}" y2="{top + f.ph}" stroke="#eee"/>'
+                       f'<text class="xtick" x="{f.sx(t):.1f}" y="{top + f.ph + 14}" text-anchor="middle" {FONT} '
+                       f'fill="#555">{t:.4g}</text>')
+    for t in nice_ticks(f.y_lo, f.y_hi):
+        f.parts.append(f'<line x1="{left}" y1="{f.sy(t):.1f}" x2="{left + f.pw}" y2="{f.sy(t):.1f}" stroke="#eee"/>'
+                       f'<text class="ytick" x="{left - 4}" y="{f.sy(t) + 4:.1f}" text-anchor="end" {FONT} '
+                       f'fill="#555">{t:.4g}</text>')
+    return f
+
+
 def line_plot(series: list[Series], *, xlabel: str, ylabel: str, title: str, width: int = 560, height: int = 320) -> Markup:
     series = [Series(s.name, tuple(p for p in s.points if math.isfinite(p[0]) and math.isfinite(p[1])), s.colour, s.dashed)
               for s in series]
@@ -42,24 +84,8 @@ def line_plot(series: list[Series], *, xlabel: str, ylabel: str, title: str, wid
         x_hi = x_lo + 1.0
     if y_hi == y_lo:
         y_hi = y_lo + 1.0
-    pw, ph = width - left - right, height - top - bottom
-
-    def sx(v: float) -> float:
-        return left + (v - x_lo) / (x_hi - x_lo) * pw
-
-    def sy(v: float) -> float:
-        return top + (y_hi - v) / (y_hi - y_lo) * ph
-
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" role="img" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}"><title>{escape(title)}</title>',
-             f'<text x="{left}" y="14" {FONT} font-weight="bold">{escape(title)}</text>',
-             f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>']
-    for t in nice_ticks(x_lo, x_hi):
-        parts.append(f'<line x1="{sx(t):.1f}" y1="{top}" x2="{sx(t):.1f}" y2="{top + ph}" stroke="#eee"/>'
-                     f'<text x="{sx(t):.1f}" y="{top + ph + 14}" text-anchor="middle" {FONT} fill="#555">{t:.4g}</text>')
-    for t in nice_ticks(y_lo, y_hi):
-        parts.append(f'<line x1="{left}" y1="{sy(t):.1f}" x2="{left + pw}" y2="{sy(t):.1f}" stroke="#eee"/>'
-                     f'<text x="{left - 4}" y="{sy(t) + 4:.1f}" text-anchor="end" {FONT} fill="#555">{t:.4g}</text>')
+    f = _frame(title, "plot", width, height, (left, right, top, bottom), (x_lo, x_hi), (y_lo, y_hi))
+    sx, sy, parts, pw, ph = f.sx, f.sy, f.parts, f.pw, f.ph
     for i, s in enumerate(series):
         points = sorted(s.points)
         path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y, _ in points)
@@ -74,6 +100,60 @@ def line_plot(series: list[Series], *, xlabel: str, ylabel: str, title: str, wid
         ly = top + 14 + i * 16
         parts.append(f'<line x1="{left + pw + 10}" y1="{ly - 4}" x2="{left + pw + 30}" y2="{ly - 4}" stroke="{s.colour}" '
                      f'stroke-width="2"{dash}/><text x="{left + pw + 34}" y="{ly}" {FONT}>{escape(s.name[:20])}</text>')
+    parts.append(f'<text x="{left + pw / 2:.1f}" y="{height - 6}" text-anchor="middle" {FONT}>{escape(xlabel)}</text>'
+                 f'<text x="14" y="{top + ph / 2:.1f}" text-anchor="middle" {FONT} '
+                 f'transform="rotate(-90 14 {top + ph / 2:.1f})">{escape(ylabel)}</text></svg>')
+    return Markup("".join(parts))
+
+
+def _ok(*values: float | None) -> bool:
+    return all(v is not None and math.isfinite(v) for v in values)
+
+
+def band_plot(points: list[tuple[float, float | None, float | None, float | None]], *, tolerance_points: float,
+              stop_at: float | None, title: str, xlabel: str = "documents used", ylabel: str = "candidate - baseline (points)",
+              width: int = 560, height: int = 320, stop_label: str = "decided") -> Markup:
+    """A sequential gate's metric over its looks: the anytime-valid interval as a band, the running estimate,
+    the tolerance line at -tolerance_points, zero, and a marker where the gate decided (or stopped).
+
+    points: (docs_used, estimate, ci_low, ci_high) per look, in points; non-finite values are skipped."""
+    est = sorted((x, y) for x, y, _, _ in points if _ok(x, y))
+    band = sorted((x, lo, hi) for x, _, lo, hi in points if _ok(x, lo, hi))
+    if not est and not band:
+        return Markup("")
+    left, right, top, bottom = 62, 130, 26, 40
+    xs = [p[0] for p in est] + [p[0] for p in band] + ([stop_at] if _ok(stop_at) else [])
+    ys = [p[1] for p in est] + [v for p in band for v in p[1:]] + [0.0, -tolerance_points]
+    x_lo, x_hi = 0.0, max(max(xs) * 1.05, 0.0) or 1.0
+    pad = (max(ys) - min(ys)) * 0.08 or 1.0
+    y_lo, y_hi = min(ys) - pad, max(ys) + pad
+    f = _frame(title, "plot band", width, height, (left, right, top, bottom), (x_lo, x_hi), (y_lo, y_hi))
+    sx, sy, parts, pw, ph = f.sx, f.sy, f.parts, f.pw, f.ph
+    if band:
+        outline = [(x, hi) for x, _, hi in band] + [(x, lo) for x, lo, _ in reversed(band)]
+        parts.append(f'<polygon class="ci-band" points="{" ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in outline)}" '
+                     f'fill="{COLOURS[0]}" fill-opacity="0.18" stroke="none"/>')
+    parts.append(f'<line class="zero" x1="{left}" y1="{sy(0):.1f}" x2="{left + pw}" y2="{sy(0):.1f}" stroke="#555" '
+                 f'stroke-dasharray="2 3"/>')
+    parts.append(f'<line class="tolerance" x1="{left}" y1="{sy(-tolerance_points):.1f}" x2="{left + pw}" '
+                 f'y2="{sy(-tolerance_points):.1f}" stroke="{COLOURS[1]}" stroke-dasharray="6 4"/>')
+    if est:
+        parts.append(f'<polyline class="estimate" points="{" ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in est)}" '
+                     f'fill="none" stroke="{COLOURS[0]}" stroke-width="2"/>')
+        for x, y in est:
+            parts.append(f'<circle class="look" cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3.5" fill="{COLOURS[0]}"><title>'
+                         f'{y:+.3g} points after {x:.4g} documents</title></circle>')
+    if stop_at is not None and math.isfinite(stop_at):
+        parts.append(f'<line class="stop" x1="{sx(stop_at):.1f}" y1="{top}" x2="{sx(stop_at):.1f}" y2="{top + ph}" '
+                     f'stroke="{COLOURS[2]}" stroke-width="1.5"/>'
+                     f'<text class="stop" x="{sx(stop_at) + 4:.1f}" y="{top + 12}" {FONT} fill="{COLOURS[2]}">'
+                     f'{escape(stop_label)}</text>')
+    legend = (("estimate", COLOURS[0], ' stroke-width="2"'), ("interval", COLOURS[0], ' stroke-width="8" stroke-opacity="0.18"'),
+              (f"tolerance -{tolerance_points:.3g}", COLOURS[1], ' stroke-width="2" stroke-dasharray="6 4"'))
+    for i, (name, colour, style) in enumerate(legend):
+        ly = top + 14 + i * 16
+        parts.append(f'<line x1="{left + pw + 10}" y1="{ly - 4}" x2="{left + pw + 30}" y2="{ly - 4}" stroke="{colour}" '
+                     f'{style}/><text x="{left + pw + 34}" y="{ly}" {FONT}>{escape(name)}</text>')
     parts.append(f'<text x="{left + pw / 2:.1f}" y="{height - 6}" text-anchor="middle" {FONT}>{escape(xlabel)}</text>'
                  f'<text x="14" y="{top + ph / 2:.1f}" text-anchor="middle" {FONT} '
                  f'transform="rotate(-90 14 {top + ph / 2:.1f})">{escape(ylabel)}</text></svg>')

@@ -170,6 +170,9 @@ def build_site(store: Store, out_dir: Path) -> Path:
     from harness.report.lineage_pages import write_lineage_pages  # recipes' checkpoints: lineage/index.html and a page each
 
     write_lineage_pages(store, out_dir)
+    from harness.report.gate_pages import write_gate_pages  # sequential gates: gates/index.html and a page each
+
+    write_gate_pages(store, out_dir)
     return index
 
 

@@ -44,7 +44,7 @@ class RunResult:
     groups: dict[str, str]  # group name -> how it is weighted
 
 
-def _new_run_id() -> str:
+def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
 
@@ -141,7 +141,7 @@ def _execute(config: RunConfig, store: Store, backend: Backend, prepared: list[P
     run_id = store.resumable_run(config_hash)
     resumed = run_id is not None
     if run_id is None:
-        run_id = _new_run_id()
+        run_id = new_run_id()
         store.create_run(
             run_id, config_hash,
             {"model": backend.spec.text, "model_fingerprint": fingerprint, "backend": backend.name,

@@ -179,7 +179,7 @@ class Store:
             self.con.execute("INSERT OR IGNORE INTO run_tags VALUES (?, ?)", [run_id, tag])
 
     def set_status(self, run_id: str, status: str, metadata: dict | None = None) -> None:
-        finished = _now() if status == "complete" else None
+        finished = _now() if status in ("complete", "partial") else None
         if metadata is None:
             self.con.execute("UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?", [status, finished, run_id])
         else:

@@ -204,6 +204,34 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (child, parent, recipe_id)
         )""",
     ],
+    # version 4: sequential gates and their traces (harness/store/gates.py)
+    [
+        """CREATE TABLE sequential_gates (
+            gate_id VARCHAR PRIMARY KEY,
+            created_at TIMESTAMP NOT NULL,
+            baseline_run VARCHAR NOT NULL,
+            candidate_run VARCHAR NOT NULL,     -- the candidate's run, status 'partial' when it stopped early
+            seed INTEGER NOT NULL,              -- the document order's seed
+            passed BOOLEAN NOT NULL,
+            policy JSON NOT NULL,
+            summary JSON NOT NULL               -- per metric: decision, documents used, estimate, interval, e-values
+        )""",
+        """CREATE TABLE gate_traces (
+            gate_id VARCHAR NOT NULL,
+            task VARCHAR NOT NULL,
+            metric VARCHAR NOT NULL,
+            look INTEGER NOT NULL,              -- 1, 2, ...: after each chunk
+            docs_used INTEGER NOT NULL,
+            docs_available INTEGER NOT NULL,
+            e_pass DOUBLE NOT NULL,             -- running max of the capital against "regressed beyond tolerance"
+            e_fail DOUBLE NOT NULL,             -- running max of the capital against "not regressed beyond tolerance"
+            estimate DOUBLE,                    -- mean paired difference so far, metric scale, candidate - baseline
+            ci_low DOUBLE,
+            ci_high DOUBLE,                     -- its anytime-valid interval at the sequential alpha
+            decision VARCHAR,                   -- pass | fail once decided
+            PRIMARY KEY (gate_id, task, metric, look)
+        )""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
