@@ -125,7 +125,8 @@ def gate(
 
 def _fixed_gate(baseline: str, candidate: str, policy, db: Optional[Path], junit: Optional[Path]) -> tuple[str, bool, int]:
     from harness.decisions.compare import compare_runs
-    from harness.decisions.gate import decide, junit_xml, markdown
+    from harness.decisions.gate import decide, decision_rows, junit_xml, markdown
+    from harness.store import gates
     from harness.store.db import Store
 
     store = Store(db_path(db), read_only=True)
@@ -141,6 +142,12 @@ def _fixed_gate(baseline: str, candidate: str, policy, db: Optional[Path], junit
     finally:
         store.close()
     result = decide(comparison, policy)
+    store = Store(db_path(db))  # the verdict is kept for `harness history` and the report's history page
+    try:
+        gates.record_gate(store, gates.new_gate_id(), "fixed", ids[0], ids[1], result.passed, policy.model_dump(),
+                          decision_rows(result))
+    finally:
+        store.close()
     if junit is not None:
         junit.write_text(junit_xml(result))
     return markdown(result), result.passed, len(result.regressions)
@@ -162,6 +169,44 @@ def _sequential_gate(baseline: str, model: str, model_args: Optional[str], tasks
         junit.write_text(junit_xml(result))
     fails = sum(t.decision in ("fail", "fail-fallback") for t in result.test.tracks)
     return markdown(result), result.passed, fails
+
+
+@commands.command()
+def history(
+    tag_name: str = typer.Option(..., "--tag", help="the runs with this tag, oldest first (e.g. main)"),
+    metric: Optional[str] = typer.Option(None, "--metric", help="TASK/METRIC (default: every metric a gate judged)"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="also write the rows as JSON"),
+    db: Optional[Path] = DbOption,
+) -> None:
+    """Each gated metric of a tag's runs over time, with its interval and the gate verdict of each run."""
+    from rich.table import Table
+
+    from harness.cli.tables import print_table
+    from harness.store import gates
+    from harness.store.db import Store
+
+    if metric is not None and "/" not in metric:
+        raise UsageError(f"--metric {metric!r}: expected TASK/METRIC, e.g. hellaswag/acc_norm")
+    check_output_file(json_path, "--json")
+    store = Store(db_path(db), read_only=True)
+    try:
+        rows = gates.history(store, tag_name, metric)
+    finally:
+        store.close()
+    if not rows:
+        raise UsageError(f"no complete run tagged {tag_name!r}" + (f" has {metric}" if metric else "") + f" in {db_path(db)}")
+    table = Table(title=f"history of tag {tag_name}")
+    for name in ("Run", "Created", "Model", "Task", "Metric", "Value", "95% CI", "n", "Gate"):
+        table.add_column(name, justify="right" if name in ("Value", "95% CI", "n") else "left")
+    for r in rows:
+        ci = "-" if r["ci_low"] is None else f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]"
+        verdict = "-" if r["gate_id"] is None else \
+            f"{'pass' if r['gate_passed'] else 'FAIL'} ({r['gate_kind']}{', ' + r['decision'] if r['decision'] else ''})"
+        table.add_row(r["run_id"], r["created_at"], r["model"], r["task"], r["metric"], f"{r['value']:.4f}", ci,
+                      str(r["n"]), verdict)
+    print_table(table)
+    if json_path is not None:
+        json_path.write_text(json.dumps(rows, indent=2, default=str))
 
 
 @commands.command()

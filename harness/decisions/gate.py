@@ -224,3 +224,11 @@ def junit_xml(result: GateResult) -> str:
         ET.SubElement(case, "skipped", message=why)
     ET.indent(suite)
     return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def decision_rows(result: GateResult) -> list[dict]:
+    """The decisions as harness.store.gates stores them."""
+    return [{"task": d.task, "metric": d.metric, "status": d.status, "baseline": d.baseline, "candidate": d.candidate,
+             "delta": d.candidate - d.baseline, "ci_low": d.ci_low, "ci_high": d.ci_high, "p_value": d.p_value,
+             "p_adjusted": d.p_adjusted, "n": d.n_paired, "tolerance": d.tolerance, "reason": d.reason}
+            for d in result.decisions]

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 import zlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -190,7 +188,7 @@ def run_sequential_gate(store_path: Path, baseline_ref: str, candidate: Candidat
         order = {task: _order(keys, gate_seed, task) for task, keys in shared.items() if any(t.task == task for t in tracks)}
         limit = {task: len(keys) if rule.max_docs is None else min(rule.max_docs, len(keys)) for task, keys in order.items()}
         done = dict.fromkeys(order, 0)
-        gate_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        gate_id = gate_store.new_gate_id()
         started = time.perf_counter()
         run.open(store_path)
         assert run.store is not None
@@ -220,6 +218,8 @@ def run_sequential_gate(store_path: Path, baseline_ref: str, candidate: Candidat
                                       skipped, wall, partial)
         gate_store.save_gate(run.store, gate_id, baseline.run_id, run.run_id, gate_seed, result.passed,
                              policy.model_dump(), summary(result), trace_rows(test))
+        gate_store.record_gate(run.store, gate_id, "sequential", baseline.run_id, run.run_id, result.passed,
+                               policy.model_dump(), decision_rows(test))
         return result
     except BaseException:
         run.fail()
@@ -248,3 +248,17 @@ def summary(result: SequentialGateResult) -> dict:
 def trace_rows(test: SequentialTest) -> list[tuple]:
     return [(p.task, p.metric, p.look, p.docs_used, p.docs_available, p.e_pass, p.e_fail, p.estimate, p.ci_low,
              p.ci_high, p.decision) for p in test.trace]
+
+
+def decision_rows(test: SequentialTest) -> list[dict]:
+    """The per-metric decisions as harness.store.gates keeps every gate's (means are over the documents used)."""
+    rows = []
+    for t in test.tracks:
+        low, high = t.interval(test.alpha_seq)
+        e_pass, e_fail = t.e_values()
+        rows.append({"task": t.task, "metric": t.metric, "status": t.decision, "baseline": None, "candidate": None,
+                     "delta": t.estimate(), "ci_low": low, "ci_high": high,
+                     "p_value": t.p_fallback if t.p_fallback is not None else min(1.0, 1 / e_fail),
+                     "p_adjusted": t.p_fallback_adjusted, "n": t.n, "tolerance": 100 * t.tolerance,
+                     "reason": f"{t.decision} after {t.n} of {t.available} documents"})
+    return rows

@@ -158,3 +158,48 @@ def band_plot(points: list[tuple[float, float | None, float | None, float | None
                  f'<text x="14" y="{top + ph / 2:.1f}" text-anchor="middle" {FONT} '
                  f'transform="rotate(-90 14 {top + ph / 2:.1f})">{escape(ylabel)}</text></svg>')
     return Markup("".join(parts))
+
+
+VERDICT_FILL = {"pass": COLOURS[2], "fail": COLOURS[1], None: "#8c959f"}
+
+
+def history_plot(points: list[tuple[str, float | None, float | None, float | None, str | None]], *, title: str,
+                 ylabel: str, width: int = 620, height: int = 320) -> Markup:
+    """A metric over a tag's runs (history pages): x is the run's index, y its value with a vertical 95% CI bar,
+    one circle per run filled by the verdict of the gate that judged it (pass green, fail red, ungated grey).
+
+    points: (label, value, ci_low, ci_high, verdict) in run order, verdict "pass", "fail" or None; runs with a
+    non-finite value are skipped (a non-finite interval only drops the bar)."""
+    runs = [(label, v, lo if _ok(lo, hi) else None, hi if _ok(lo, hi) else None, verdict)
+            for label, v, lo, hi, verdict in points if _ok(v)]
+    if not runs:
+        return Markup("")
+    left, right, top, bottom = 62, 20, 26, 70
+    ys = [v for _, v, _, _, _ in runs] + [b for r in runs for b in r[2:4] if b is not None]
+    pad = (max(ys) - min(ys)) * 0.08 or max(abs(max(ys)) * 0.05, 0.01)
+    f = _frame(title, "plot history", width, height, (left, right, top, bottom), (-0.5, len(runs) - 0.5),
+               (min(ys) - pad, max(ys) + pad))
+    sx, sy, parts, pw, ph = f.sx, f.sy, f.parts, f.pw, f.ph
+    # the frame's numeric x ticks are run indexes; the runs' own labels go under the axis instead
+    parts[:] = [p for p in parts if 'class="xtick"' not in p]
+    step = max(1, math.ceil(len(runs) / max(1, pw // 18)))
+    for i, (label, _, lo, hi, _) in enumerate(runs):
+        x = sx(i)
+        if lo is not None and hi is not None:
+            parts.append(f'<line class="ci" x1="{x:.1f}" y1="{sy(lo):.1f}" x2="{x:.1f}" y2="{sy(hi):.1f}" '
+                         f'stroke="#57606a" stroke-width="1.5"/>')
+        if i % step == 0:
+            short = label if len(label) <= 14 else label[:13] + "…"
+            parts.append(f'<text class="xlabel" x="{x:.1f}" y="{top + ph + 12}" text-anchor="end" {FONT} fill="#555" '
+                         f'transform="rotate(-35 {x:.1f} {top + ph + 12})">{escape(short)}</text>')
+    parts.append(f'<polyline class="values" points="{" ".join(f"{sx(i):.1f},{sy(r[1]):.1f}" for i, r in enumerate(runs))}" '
+                 f'fill="none" stroke="{COLOURS[0]}" stroke-width="2"/>')
+    for i, (label, v, lo, hi, verdict) in enumerate(runs):
+        kind = verdict if verdict in ("pass", "fail") else "ungated"
+        ci = f" [{lo:.4g}, {hi:.4g}]" if lo is not None and hi is not None else ""
+        parts.append(f'<circle class="run {kind}" cx="{sx(i):.1f}" cy="{sy(v):.1f}" r="5" '
+                     f'fill="{VERDICT_FILL.get(verdict, VERDICT_FILL[None])}" stroke="#fff"><title>'
+                     f'{escape(label)}: {v:.4g}{ci}, {kind}</title></circle>')
+    parts.append(f'<text x="14" y="{top + ph / 2:.1f}" text-anchor="middle" {FONT} '
+                 f'transform="rotate(-90 14 {top + ph / 2:.1f})">{escape(ylabel)}</text></svg>')
+    return Markup("".join(parts))

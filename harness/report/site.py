@@ -173,6 +173,9 @@ def build_site(store: Store, out_dir: Path) -> Path:
     from harness.report.gate_pages import write_gate_pages  # sequential gates: gates/index.html and a page each
 
     write_gate_pages(store, out_dir)
+    from harness.report.history_pages import write_history_pages  # each tag's runs over time: history/index.html and a page each
+
+    write_history_pages(store, out_dir)
     return index
 
 

@@ -1,9 +1,12 @@
-"""Sequential gates and their traces in the results database (schema version 4).
+"""Gate verdicts in the results database: every gate (schema version 5), sequential traces (version 4).
 
-A `sequential_gates` row per `harness gate --sequential`: the runs compared, the document order's
-seed, the policy, the verdict and a JSON summary per metric; `gate_traces` holds, per metric and
-look (after each chunk), the documents used, both e-values, the running estimate and its
-anytime-valid interval, which the report draws.
+`gates` and `gate_decisions` hold every `harness gate` verdict, fixed or sequential: the runs
+compared, the policy, and per gated metric the decision, both means, the paired delta with its
+interval, the p-values and the tolerance; `history` reads them back beside a tag's runs, for
+`harness history` and the report's history page. A `sequential_gates` row per
+`harness gate --sequential` adds the document order's seed and a JSON summary per metric, and
+`gate_traces` holds, per metric and look (after each chunk), the documents used, both e-values,
+the running estimate and its anytime-valid interval, which the report draws.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ from datetime import UTC, datetime
 from harness.store.db import Store
 from harness.store.migrations import current_version
 
-GATES_VERSION = 4  # the schema version that added these tables
+GATES_VERSION = 4  # the schema version that added the sequential tables
+HISTORY_VERSION = 5  # ... and the one that added every gate's verdict
+DECISION_KEYS = ("task", "metric", "status", "baseline", "candidate", "delta", "ci_low", "ci_high", "p_value",
+                 "p_adjusted", "n", "tolerance", "reason")
 
 
 def _finite(value: float | None) -> float | None:
@@ -77,3 +83,79 @@ def trace(store: Store, gate_id: str) -> list[dict]:
     keys = ("task", "metric", "look", "docs_used", "docs_available", "e_pass", "e_fail", "estimate", "ci_low", "ci_high",
             "decision")
     return [dict(zip(keys, row)) for row in rows]
+
+
+def new_gate_id() -> str:
+    import uuid
+
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def record_gate(store: Store, gate_id: str, kind: str, baseline_run: str, candidate_run: str, passed: bool,
+                policy: dict, decisions: Sequence[dict]) -> None:
+    """One verdict and its per-metric decisions (dicts with DECISION_KEYS), in one transaction."""
+    con = store.con
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("INSERT INTO gates VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [gate_id, datetime.now(UTC).replace(tzinfo=None), kind, baseline_run, candidate_run, passed,
+                     json.dumps(json_safe(policy), sort_keys=True)])
+        con.executemany("INSERT INTO gate_decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [[gate_id, *(_finite(d.get(k)) if k not in ("task", "metric", "status", "reason", "n")
+                                     else d.get(k) for k in DECISION_KEYS)] for d in decisions])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def history(store: Store, tag: str, metric: str | None = None) -> list[dict]:
+    """The complete runs with `tag`, oldest first, one row per (run, task, metric): the run's stored value with
+    its interval, and the verdict of the latest gate that judged the run as its candidate (None if none).
+    `metric` is "task/metric"; without it, the metrics that some gate of these runs judged (every metric of
+    the runs when no gate judged any)."""
+    if current_version(store.con) < HISTORY_VERSION:
+        gated: set[tuple[str, str]] = set()
+    else:
+        gated = {(t, m) for t, m in store.con.execute(
+            """SELECT DISTINCT d.task, d.metric FROM gate_decisions d JOIN gates g USING (gate_id)
+               JOIN run_tags t ON t.run_id = g.candidate_run WHERE t.tag = ?""", [tag]).fetchall()}
+    rows = store.con.execute(
+        """SELECT r.run_id, strftime(r.created_at, '%Y-%m-%d %H:%M:%S'), r.model, m.task, m.metric, m.value,
+                  m.ci_low, m.ci_high, m.n
+           FROM runs r JOIN run_tags t USING (run_id) JOIN metrics m USING (run_id)
+           WHERE t.tag = ? AND r.status = 'complete' ORDER BY r.created_at, r.run_id, m.task, m.metric""",
+        [tag]).fetchall()
+    keys = ("run_id", "created_at", "model", "task", "metric", "value", "ci_low", "ci_high", "n")
+    out = [dict(zip(keys, row)) for row in rows]
+    if metric is not None:
+        task, _, name = metric.partition("/")
+        out = [r for r in out if r["task"] == task and r["metric"] == name]
+    elif gated:
+        out = [r for r in out if (r["task"], r["metric"]) in gated]
+    verdicts = _verdicts(store, [r["run_id"] for r in out]) if current_version(store.con) >= HISTORY_VERSION else {}
+    for r in out:
+        gate = verdicts.get(r["run_id"])
+        r["gate_id"] = gate["gate_id"] if gate else None
+        r["gate_passed"] = gate["passed"] if gate else None
+        r["gate_kind"] = gate["kind"] if gate else None
+        r["decision"] = gate["decisions"].get((r["task"], r["metric"])) if gate else None
+    return out
+
+
+def _verdicts(store: Store, run_ids: list[str]) -> dict[str, dict]:
+    """run id -> its latest gate as candidate: id, kind, verdict, and per (task, metric) the status."""
+    if not run_ids:
+        return {}
+    gates_rows = store.con.execute(
+        """SELECT candidate_run, gate_id, kind, passed FROM gates WHERE list_contains(?, candidate_run)
+           QUALIFY row_number() OVER (PARTITION BY candidate_run ORDER BY created_at DESC, gate_id DESC) = 1""",
+        [sorted(set(run_ids))]).fetchall()
+    out = {run: {"gate_id": gid, "kind": kind, "passed": bool(passed), "decisions": {}} for run, gid, kind, passed in gates_rows}
+    by_gate = {v["gate_id"]: v for v in out.values()}
+    if by_gate:
+        for gid, task, metric, status in store.con.execute(
+                "SELECT gate_id, task, metric, status FROM gate_decisions WHERE list_contains(?, gate_id)",
+                [sorted(by_gate)]).fetchall():
+            by_gate[gid]["decisions"][(task, metric)] = status
+    return out

@@ -232,6 +232,35 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (gate_id, task, metric, look)
         )""",
     ],
+    # version 5: every `harness gate` verdict, fixed or sequential (harness/store/gates.py), for the history
+    [
+        """CREATE TABLE gates (
+            gate_id VARCHAR PRIMARY KEY,
+            created_at TIMESTAMP NOT NULL,
+            kind VARCHAR NOT NULL,              -- fixed | sequential
+            baseline_run VARCHAR NOT NULL,
+            candidate_run VARCHAR NOT NULL,
+            passed BOOLEAN NOT NULL,
+            policy JSON NOT NULL
+        )""",
+        """CREATE TABLE gate_decisions (
+            gate_id VARCHAR NOT NULL,
+            task VARCHAR NOT NULL,
+            metric VARCHAR NOT NULL,
+            status VARCHAR NOT NULL,            -- pass | fail; sequential: pass | fail | pass-fallback | fail-fallback
+            baseline DOUBLE,
+            candidate DOUBLE,                   -- means over the paired documents
+            delta DOUBLE,                       -- candidate - baseline, the metric's scale
+            ci_low DOUBLE,
+            ci_high DOUBLE,
+            p_value DOUBLE,
+            p_adjusted DOUBLE,
+            n INTEGER,                          -- paired documents used
+            tolerance DOUBLE,                   -- absolute points
+            reason VARCHAR,
+            PRIMARY KEY (gate_id, task, metric)
+        )""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -77,6 +77,22 @@ def test_compare_and_gate_agree(two_runs):
     strict = harness_cli("gate", "--baseline", "full", "--candidate", "rounded", "--db", str(db))
     assert strict.returncode == 2 and "nothing to gate" in strict.stderr
 
+    # the verdict is stored: the tag's history shows it beside the run's value (the refused gate left no verdict)
+    con = duckdb.connect(str(db), read_only=True)
+    (verdicts,) = con.execute("SELECT count(*) FROM gates WHERE kind = 'fixed' AND passed").fetchone()
+    con.close()
+    assert verdicts == 1
+    history_json = tmp / "history.json"
+    shown = harness_cli("history", "--tag", "rounded", "--metric", "hellaswag/acc_norm", "--json", str(history_json),
+                        "--db", str(db))
+    assert shown.returncode == 0, shown.stderr
+    (row,) = json.loads(history_json.read_text())
+    rounded = dict(((t, m), v) for t, m, v, _, _ in _metrics(db, "SELECT run_id FROM run_tags WHERE tag = 'rounded'"))
+    assert row["gate_passed"] is True and row["decision"] == "pass" and row["gate_kind"] == "fixed"
+    assert row["value"] == pytest.approx(rounded[("hellaswag", "acc_norm")]) and "pass (fixed, pass)" in shown.stdout
+    missing = harness_cli("history", "--tag", "no-such-tag", "--db", str(db))
+    assert missing.returncode == 2 and "no complete run tagged" in missing.stderr
+
 
 def test_export_import_round_trip(two_runs):
     tmp, db = two_runs
