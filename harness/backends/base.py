@@ -93,6 +93,11 @@ class Backend(ABC):
     def fingerprint(self) -> str:
         """Identity of the model and of every argument that changes its answers (cache key)."""
 
+    def load(self) -> object:
+        """Load the weights now rather than at the first request (a Ray replica calls it at start, so a bad
+        file fails there, before the run is stored); backends that hold no weights here return None."""
+        return None
+
     def check(self, kinds: set[str]) -> None:  # noqa: B027 - an optional hook, a no-op by default
         """Called before a run with the request kinds it needs; raise UsageError to refuse (may ask a server)."""
 

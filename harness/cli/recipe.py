@@ -47,14 +47,22 @@ def run_cmd(
     db: Optional[Path] = DbOption,
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the result (checkpoints, edges, reports) as JSON"),
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bars"),
+    executor: str = typer.Option("local", "--executor", help="local | ray: evaluate the checkpoints concurrently on "
+                                 "Ray replicas (docs/scale-out.md)"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="--executor ray: replicas per checkpoint"),
+    worker_cpus: Optional[float] = typer.Option(None, "--worker-cpus", min=0.01, help="CPUs per replica"),
+    worker_gpus: Optional[float] = typer.Option(None, "--worker-gpus", min=0, help="GPUs per replica"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="HOST:PORT or ray://HOST:10001"),
 ) -> int:
     """Check the recipe, make its checkpoints (resuming finished steps), evaluate each, report every edge.
     Exit 1 when an edge fails the recipe's gate policy."""
+    from harness.cli.run import ray_options
     from harness.recipe.runner import run_recipe
     from harness.recipe.view import accuracy_delta, gate_word
 
     check_output_file(json_out, "--json")
-    result = run_recipe(recipe, db_path(db), parent=from_, show_progress=not no_progress)
+    ray = ray_options(executor, workers, worker_cpus, worker_gpus, ray_address)
+    result = run_recipe(recipe, db_path(db), parent=from_, show_progress=not no_progress, ray=ray)
     names = {a.artifact_id: n for n, a in result.nodes.items()}
     names.update({p: "root" for p, _ in result.edges if p not in names})
     rows = []

@@ -44,16 +44,21 @@ def _judge_config(spec: Optional[str], args: Optional[str], repeats: int, mode: 
     return JudgeConfig(spec=spec, args=args, repeats=repeats, mode=mode, baseline_answers=baseline)
 
 
-def _json_summary(result, path: Path) -> None:
+def _summary(result) -> dict:
     tasks: dict[str, dict] = {}
     for row in result.metrics:
         tasks.setdefault(row.task, {})[row.metric] = {"value": row.value, "stderr": row.stderr, "n": row.n}
-    path.write_text(json.dumps({"run_id": result.run_id, "model": result.model, "tasks": tasks}, indent=2))
+    return {"run_id": result.run_id, "model": result.model, "tasks": tasks}
+
+
+def _json_summary(result, path: Path) -> None:
+    path.write_text(json.dumps(_summary(result), indent=2))
 
 
 @commands.command()
 def run(
-    model: Optional[str] = typer.Option(None, "--model", help="hf:PATH_OR_ID (default: the embedded SmolLM2-135M-Instruct)"),
+    model: list[str] = typer.Option([], "--model", help="hf:PATH_OR_ID (default: the embedded SmolLM2-135M-Instruct); "
+                                    "repeat it for one run per model"),
     model_args: Optional[str] = typer.Option(None, "--model-args", help="key=value,... for the backend"),
     tasks: Optional[str] = typer.Option(None, "--tasks", help="comma-separated task or group names"),
     suite: Optional[str] = typer.Option(None, "--suite", help="suite name (suites/NAME.yaml) or path"),
@@ -77,20 +82,72 @@ def run(
     judge_mode: str = typer.Option("single", "--judge-mode", help="single (a 1-10 rating) | pairwise (against --baseline-answers)"),
     baseline_answers: Optional[Path] = typer.Option(None, "--baseline-answers",
                                                     help="pairwise baseline: a FastChat model_answer .jsonl file"),
+    executor: str = typer.Option("local", "--executor", help="local (this process) | ray (model replicas on Ray workers)"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="--executor ray: model replicas per model (default 1)"),
+    worker_cpus: Optional[float] = typer.Option(None, "--worker-cpus", min=0.01, help="CPUs (torch threads) per replica (default 1)"),
+    worker_gpus: Optional[float] = typer.Option(None, "--worker-gpus", min=0, help="GPUs per replica (default 0)"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="HOST:PORT or ray://HOST:10001 "
+                                              "(default: a fresh local cluster, never RAY_ADDRESS)"),
 ) -> None:
-    """Evaluate a model on tasks or a suite and store the run."""
-    from harness.cli.tables import metrics_table, print_table
+    """Evaluate a model (or several: one run each) on tasks or a suite and store the run."""
     from harness.core.config import DEFAULT_MODEL, RunConfig
-    from harness.run.evaluator import evaluate
-    from harness.store.db import Store
+    from harness.run.parallel import evaluate_models
 
     suite_name, selections = task_selections(tasks, suite, limit, num_fewshot)
     check_output_file(json_path, "--json")
-    config = RunConfig(tasks=selections, model=model or DEFAULT_MODEL, model_args=model_args, batch_size=batch_size,
-                       seed=seed, tags=tag, suite=suite_name, show_progress=not no_progress,
-                       sandbox=sandbox, allow_unsandboxed_code=allow_unsandboxed_code,
-                       judge=_judge_config(judge, judge_args, judge_repeats, judge_mode, baseline_answers))
-    result = evaluate(config, db_path(db))
+    ray = ray_options(executor, workers, worker_cpus, worker_gpus, ray_address)
+    models = model or [DEFAULT_MODEL]
+    if len(set(models)) != len(models):
+        raise UsageError("the same --model is given twice")
+    configs = [RunConfig(tasks=selections, model=m, model_args=model_args, batch_size=batch_size,
+                         seed=seed, tags=tag, suite=suite_name, show_progress=not no_progress and len(models) == 1,
+                         sandbox=sandbox, allow_unsandboxed_code=allow_unsandboxed_code,
+                         judge=_judge_config(judge, judge_args, judge_repeats, judge_mode, baseline_answers), ray=ray)
+               for m in models]
+    outcomes = evaluate_models(configs, db_path(db))
+    for outcome in outcomes:
+        if outcome.result is not None:
+            _print_result(outcome.result, db)
+    if json_path is not None:
+        done = [o.result for o in outcomes if o.result is not None]
+        if len(models) == 1 and done:
+            _json_summary(done[0], json_path)
+        elif len(models) > 1:
+            json_path.write_text(json.dumps([_summary(r) for r in done], indent=2))
+    failed = [o for o in outcomes if o.error is not None]
+    if len(models) == 1 and failed:
+        raise failed[0].error  # type: ignore[misc]
+    if failed:  # one line per model that failed; the exit code is the worst (a bug, 3, over bad input, 2)
+        for o in failed:
+            kind = "error" if isinstance(o.error, UsageError) else f"internal error: {type(o.error).__name__}"
+            typer.echo(f"harness: {o.model}: {kind}: {str(o.error).strip().splitlines()[0] if str(o.error).strip() else ''}",
+                       err=True)
+        raise typer.Exit(max(2 if isinstance(o.error, UsageError) else 3 for o in failed))
+
+
+def ray_options(executor: str, workers: Optional[int], cpus: Optional[float], gpus: Optional[float],
+                address: Optional[str]):
+    from harness.core.config import RayOptions
+
+    if executor not in ("local", "ray"):
+        raise UsageError(f"--executor {executor!r}: expected local or ray")
+    given = {"--workers": workers, "--worker-cpus": cpus, "--worker-gpus": gpus, "--ray-address": address}
+    if executor == "local":
+        used = [k for k, v in given.items() if v is not None]
+        if used:
+            raise UsageError(f"{', '.join(used)} need --executor ray")
+        return None
+    from harness.run.ray_cluster import check_installed
+
+    check_installed()
+    return RayOptions(address=address, workers=workers or 1, worker_cpus=cpus if cpus is not None else 1.0,
+                      worker_gpus=gpus or 0.0)
+
+
+def _print_result(result, db: Optional[Path]) -> None:
+    from harness.cli.tables import metrics_table, print_table
+    from harness.store.db import Store
+
     store = Store(db_path(db), read_only=True)
     try:
         info = store.run(result.run_id)
@@ -108,8 +165,6 @@ def run(
     s = result.stats
     typer.echo(f"run {result.run_id}{' (resumed)' if result.resumed else ''}: {s.unique} unique requests, "
                f"{s.cached} from cache, {s.computed} computed; stored in {db_path(db)}")
-    if json_path is not None:
-        _json_summary(result, json_path)
 
 
 @commands.command("tasks")

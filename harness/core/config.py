@@ -30,6 +30,16 @@ class TaskSelection:
     data: str | None = None  # force a data source: mirror | hub | fixture
 
 
+@dataclass(frozen=True)
+class RayOptions:
+    """Where `harness run --executor ray` answers requests: the cluster and the model replicas on it."""
+
+    address: str | None = None  # None: a fresh local cluster on this machine (never RAY_ADDRESS)
+    workers: int = 1  # model replicas per model
+    worker_cpus: float = 1.0  # CPUs per replica (its torch threads)
+    worker_gpus: float = 0.0  # GPUs per replica
+
+
 @dataclass
 class RunConfig:
     tasks: list[TaskSelection]
@@ -44,3 +54,4 @@ class RunConfig:
     sandbox: str = "auto"  # where code tasks execute: auto | docker | bwrap | local
     allow_unsandboxed_code: bool = False  # lets --sandbox local run model code on this machine
     judge: JudgeConfig | None = None  # grades judged tasks (mt_bench): --judge SPEC and its options
+    ray: RayOptions | None = None  # answer requests on Ray model replicas (--executor ray); None: in this process

@@ -19,7 +19,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from harness.core.config import RunConfig
+from harness.core.config import RayOptions, RunConfig
 from harness.core.errors import UsageError
 from harness.recipe.spec import Recipe, Speed
 from harness.store import artifacts, lineage
@@ -31,17 +31,22 @@ FULL_DISTRIBUTION = ("hf", "hf-adapter", "hf-torchao", "gguf")  # formats whose 
 TOP_FLIPS = 10
 
 
-def evaluate_checkpoints(recipe: Recipe, rid: str, ids: list[str], db_path: Path, show_progress: bool) -> dict[str, str]:
-    """artifact id -> the run id of the recipe's evaluation of it (a complete one of this recipe id is kept)."""
-    from harness.run.evaluator import evaluate
+def evaluate_checkpoints(recipe: Recipe, rid: str, ids: list[str], db_path: Path, show_progress: bool,
+                         ray: RayOptions | None = None) -> dict[str, str]:
+    """artifact id -> the run id of the recipe's evaluation of it (a complete one of this recipe id is kept).
+    With `ray` the checkpoints are evaluated concurrently, each on replicas of its own."""
+    from harness.run.parallel import evaluate_models
 
     runs = _finished_runs(rid, db_path)
-    for artifact_id in ids:
-        if artifact_id in runs:
-            continue
-        config = RunConfig(tasks=recipe.evaluate.selections(), model=f"artifact:{artifact_id}", seed=recipe.seed,
-                           tags=[f"recipe:{rid}"], suite=None, show_progress=show_progress)
-        runs[artifact_id] = evaluate(config, db_path).run_id
+    todo = [a for a in ids if a not in runs]
+    configs = [RunConfig(tasks=recipe.evaluate.selections(), model=f"artifact:{a}", seed=recipe.seed,
+                         tags=[f"recipe:{rid}"], suite=None, show_progress=show_progress and ray is None, ray=ray)
+               for a in todo]
+    for artifact_id, outcome in zip(todo, evaluate_models(configs, db_path) if configs else []):
+        if outcome.error is not None:
+            raise outcome.error
+        assert outcome.result is not None
+        runs[artifact_id] = outcome.result.run_id
     return runs
 
 
@@ -121,10 +126,11 @@ def _size(parent: Artifact, child: Artifact) -> dict:
             "child_parameters": child.parameters}
 
 
-def report_edges(recipe: Recipe, result: Any, db_path: Path, show_progress: bool = True, on_report: Any = None) -> None:
+def report_edges(recipe: Recipe, result: Any, db_path: Path, show_progress: bool = True, on_report: Any = None,
+                 ray: RayOptions | None = None) -> None:
     """Evaluate every checkpoint of `result` (a RecipeResult) and store a report per edge."""
     ids = list(dict.fromkeys(i for edge in result.edges for i in edge))
-    runs = evaluate_checkpoints(recipe, result.recipe_id, ids, db_path, show_progress)
+    runs = evaluate_checkpoints(recipe, result.recipe_id, ids, db_path, show_progress, ray)
     speeds: dict[str, dict | None] = {}
     for parent_id, child_id in result.edges:
         store = Store(db_path)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends.artifact import artifact_fingerprint
+from harness.core.config import RayOptions
 from harness.core.errors import UsageError
 from harness.core.hashing import sha256_json
 from harness.recipe import roots
@@ -221,11 +222,12 @@ def make_checkpoints(plan_: Plan, db_path: Path) -> RecipeResult:
 
 
 def run_recipe(name_or_path: str, db_path: Path, parent: str | None = None, show_progress: bool = True,
-               on_report: Any = None) -> RecipeResult:
-    """Check, make the checkpoints, evaluate every checkpoint, and store one report per edge."""
+               on_report: Any = None, ray: RayOptions | None = None) -> RecipeResult:
+    """Check, make the checkpoints, evaluate every checkpoint (concurrently on Ray replicas with `ray`),
+    and store one report per edge."""
     from harness.recipe.edges import report_edges
 
     checked = plan(name_or_path, parent)
     result = make_checkpoints(checked, db_path)
-    report_edges(checked.recipe, result, db_path, show_progress=show_progress, on_report=on_report)
+    report_edges(checked.recipe, result, db_path, show_progress=show_progress, on_report=on_report, ray=ray)
     return result

@@ -26,6 +26,8 @@ from harness.core.requests import Request, request_hash
 from harness.core.task import Instance, ScoreContext
 from harness.run import judged as judge_stage
 from harness.run.prepared import PreparedTask, check_support, prepare_tasks
+from harness.run.ray_cluster import REMOTE_BACKENDS, ray_session
+from harness.run.ray_pool import RayBackend
 from harness.run.scheduler import Scheduler, ScheduleStats
 from harness.scoring import code as code_eval
 from harness.scoring.stats import Aggregate, mean_with_stderr, pooled
@@ -112,6 +114,27 @@ def evaluate(config: RunConfig, store_path: Path) -> RunResult:
     backend = make_backend(spec)
     prepared = prepare_tasks(config.tasks, config.seed)
     check_support(backend, prepared)
+    if config.ray is not None and backend.spec.prefix in REMOTE_BACKENDS:
+        log.warning("%s is already a server: --executor ray starts no replicas for it", backend.spec.text)
+    elif config.ray is not None:
+        with ray_session(config.ray):  # a no-op when the caller already holds the session (several models)
+            return _evaluate(config, store_path, _on_ray(backend, config), prepared)
+    return _evaluate(config, store_path, backend, prepared)
+
+
+def _on_ray(backend: Backend, config: RunConfig) -> Backend:
+    """The backend whose requests Ray replicas answer, started (and so checked) before the database opens."""
+    assert config.ray is not None
+    ray_backend = RayBackend(backend, config.ray)
+    try:
+        ray_backend.start()
+    except BaseException:
+        ray_backend.close()
+        raise
+    return ray_backend
+
+
+def _evaluate(config: RunConfig, store_path: Path, backend: Backend, prepared: list[PreparedTask]) -> RunResult:
     judge = judge_stage.open_judge(config.judge, prepared, config.seed)  # None unless a selected task is judged
     fingerprint = backend.fingerprint()
     identity = {"model": fingerprint, "seed": config.seed,
