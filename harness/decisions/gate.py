@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.core.errors import UsageError
+from harness.core.resources import first_validation_error
 from harness.core.textfile import read_text
 from harness.decisions import paired
 from harness.decisions.compare import Comparison, MetricComparison
@@ -89,9 +90,7 @@ def load_policy(path: Path | None) -> Policy:
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise UsageError(f"policy {path}: {where}: {first['msg']}") from None
+        raise UsageError(f"policy {path}: {first_validation_error(exc, '(top level)')}") from None
 
 
 @dataclass(frozen=True)

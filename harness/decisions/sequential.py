@@ -69,6 +69,7 @@ class MetricTrack:
     decided_at: int | None = None
     p_fallback: float | None = None
     p_fallback_adjusted: float | None = None
+    _memo: dict = field(default_factory=dict, repr=False)  # values by the number of documents they were read at
 
     @property
     def n(self) -> int:
@@ -85,18 +86,24 @@ class MetricTrack:
         """(e_pass, e_fail): the running max of the two capitals, 1 before any document."""
         if self.n == 0:
             return 1.0, 1.0
-        x = self.x()
-        above = betting.capital(x, self.boundary, self.available, "above")
-        below = betting.capital(x, self.boundary, self.available, "below")
-        return max(1.0, float(np.max(above))), max(1.0, float(np.max(below)))
+        key = ("e", self.n)
+        if key not in self._memo:  # a decided metric's values are read at every later look and in every output
+            x = self.x()
+            above = betting.capital(x, self.boundary, self.available, "above")
+            below = betting.capital(x, self.boundary, self.available, "below")
+            self._memo[key] = (max(1.0, float(np.max(above))), max(1.0, float(np.max(below))))
+        return self._memo[key]
 
     def estimate(self) -> float:
         return float(self.diffs.mean()) if self.n else float("nan")
 
     def interval(self, alpha: float) -> tuple[float, float]:
         """The anytime-valid (1 - alpha) confidence sequence of mean(D), read now."""
-        low, high = betting.confidence_interval(self.x(), self.available, alpha)
-        return self.width * (2 * low - 1), self.width * (2 * high - 1)
+        key = ("ci", self.n, alpha)
+        if key not in self._memo:  # a bisection over the capital: computed once per number of documents
+            low, high = betting.confidence_interval(self.x(), self.available, alpha)
+            self._memo[key] = (self.width * (2 * low - 1), self.width * (2 * high - 1))
+        return self._memo[key]
 
     def add(self, diffs: np.ndarray) -> None:
         if self.decision is None:

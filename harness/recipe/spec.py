@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from harness.core.errors import UsageError
 from harness.core.hashing import sha256_json
-from harness.core.resources import package_dir
+from harness.core.resources import first_validation_error, named_yaml, package_dir
 from harness.core.textfile import read_yaml
 from harness.decisions.gate import Policy
 from harness.run.suite import Suite
@@ -123,21 +123,7 @@ def recipe_names() -> list[str]:
 
 
 def recipe_path(name_or_path: str) -> Path:
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise UsageError(f"recipe file not found: {path}")
-        return path
-    candidate = RECIPES_DIR / f"{name_or_path}.yaml"
-    if not candidate.is_file():
-        raise UsageError(f"unknown recipe: {name_or_path} (known: {', '.join(recipe_names())}; or give a .yaml path)")
-    return candidate
-
-
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(x) for x in err["loc"]) or "recipe"
-    return f"{where}: {str(err['msg']).removeprefix('Value error, ')}"
+    return named_yaml(name_or_path, RECIPES_DIR, "recipe", recipe_names, hint="; or give a .yaml path")
 
 
 def load_recipe(name_or_path: str, parent: str | None = None) -> tuple[Path, Recipe]:
@@ -151,5 +137,5 @@ def load_recipe(name_or_path: str, parent: str | None = None) -> tuple[Path, Rec
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
-        raise UsageError(f"malformed recipe {path}: {_first_error(exc)}") from None
+        raise UsageError(f"malformed recipe {path}: {first_validation_error(exc, 'recipe')}") from None
     return path, recipe

@@ -137,8 +137,7 @@ def _on_ray(backend: Backend, config: RunConfig) -> Backend:
 def _evaluate(config: RunConfig, store_path: Path, backend: Backend, prepared: list[PreparedTask]) -> RunResult:
     judge = judge_stage.open_judge(config.judge, prepared, config.seed)  # None unless a selected task is judged
     fingerprint = backend.fingerprint()
-    identity = {"model": fingerprint, "seed": config.seed,
-                "tasks": [[p.task.name, p.task.version, p.num_fewshot, p.limit, p.dataset.fingerprint, p.prompts_hash] for p in prepared]}
+    identity = run_identity(fingerprint, config.seed, prepared)
     if judge is not None:
         identity["judge"] = judge.identity()  # a run graded by another judge is another run
     config_hash = sha256_json(identity)
@@ -159,30 +158,57 @@ def _evaluate(config: RunConfig, store_path: Path, backend: Backend, prepared: l
         backend.close()
 
 
-def _execute(config: RunConfig, store: Store, backend: Backend, prepared: list[PreparedTask], fingerprint: str, config_hash: str,
-             context: ScoreContext, judge: judge_stage.JudgeSession | None = None) -> RunResult:
+def run_identity(fingerprint: str, seed: int, prepared: list[PreparedTask]) -> dict:
+    """What makes two runs the same run (its hash is the config hash a re-run resumes by)."""
+    return {"model": fingerprint, "seed": seed,
+            "tasks": [[p.task.name, p.task.version, p.num_fewshot, p.limit, p.dataset.fingerprint, p.prompts_hash]
+                      for p in prepared]}
+
+
+def open_run(store: Store, config: RunConfig, backend: Backend, prepared: list[PreparedTask], fingerprint: str,
+             config_hash: str, metadata_fields: dict) -> tuple[str, bool]:
+    """(run id, resumed): the unfinished run with this config hash set running again, else a new run row."""
     run_id = store.resumable_run(config_hash)
-    resumed = run_id is not None
-    if run_id is None:
-        run_id = new_run_id()
-        store.create_run(
-            run_id, config_hash,
-            {"model": backend.spec.text, "model_fingerprint": fingerprint, "backend": backend.name,
-             "backend_args": redact_args(backend.spec.args), "suite": config.suite, "tasks": [p.task.name for p in prepared],
-             "num_fewshot": None, "limit": None, "seed": config.seed,
-             "metadata": {"judge": judge.describe()} if judge is not None else {}},
-            config.tags,
-        )
-    else:
+    if run_id is not None:
         log.warning("resuming unfinished run %s", run_id)
         store.set_status(run_id, "running")
         store.add_tags(run_id, config.tags)
+        return run_id, True
+    run_id = new_run_id()
+    store.create_run(
+        run_id, config_hash,
+        {"model": backend.spec.text, "model_fingerprint": fingerprint, "backend": backend.name,
+         "backend_args": redact_args(backend.spec.args), "suite": config.suite, "tasks": [p.task.name for p in prepared],
+         "num_fewshot": None, "limit": None, "seed": config.seed, "metadata": metadata_fields},
+        config.tags,
+    )
+    return run_id, False
+
+
+def record_tasks(store: Store, run_id: str, prepared: list[PreparedTask]) -> None:
+    for p in prepared:
+        store.record_task(run_id, {"task": p.task.name, "version": p.task.version, "num_fewshot": p.num_fewshot,
+                                   "source": p.dataset.source, "fingerprint": p.dataset.fingerprint,
+                                   "n_docs": len(p.instances), "prompts_hash": p.prompts_hash})
+
+
+def run_metadata(backend: Backend, config: RunConfig, prepared: list[PreparedTask], scheduler: Scheduler) -> dict:
+    """Reproducibility metadata of a finished run (describe() redacts the backend's arguments)."""
+    meta = metadata.collect(backend.describe(), config.seed)
+    meta["tasks"] = {p.task.name: {"version": p.task.version, "num_fewshot": p.num_fewshot, "limit": p.limit,
+                                   "source": p.dataset.source, "dataset_fingerprint": p.dataset.fingerprint,
+                                   "prompts_hash": p.prompts_hash} for p in prepared}
+    meta["schedule"] = vars(scheduler.stats)
+    return meta
+
+
+def _execute(config: RunConfig, store: Store, backend: Backend, prepared: list[PreparedTask], fingerprint: str, config_hash: str,
+             context: ScoreContext, judge: judge_stage.JudgeSession | None = None) -> RunResult:
+    run_id, resumed = open_run(store, config, backend, prepared, fingerprint, config_hash,
+                               {"judge": judge.describe()} if judge is not None else {})
     scheduler = Scheduler(store, backend, fingerprint, show_progress=config.show_progress)
     try:
-        for p in prepared:
-            store.record_task(run_id, {"task": p.task.name, "version": p.task.version, "num_fewshot": p.num_fewshot,
-                                       "source": p.dataset.source, "fingerprint": p.dataset.fingerprint,
-                                       "n_docs": len(p.instances), "prompts_hash": p.prompts_hash})
+        record_tasks(store, run_id, prepared)
         writer = SampleWriter(store, run_id, [p for p in prepared if p.task.judged is None], context)
         scheduler.answer(writer.requests(), on_flush=writer.write_ready)
         if writer.pending:
@@ -191,11 +217,7 @@ def _execute(config: RunConfig, store: Store, backend: Backend, prepared: list[P
         rows, groups = aggregate_run(store, run_id, prepared)
         rows = judge_stage.finish_metrics(store, run_id, prepared, rows, judge)
         store.write_metrics(run_id, rows)
-        meta = metadata.collect(backend.describe(), config.seed)  # describe() redacts the arguments
-        meta["tasks"] = {p.task.name: {"version": p.task.version, "num_fewshot": p.num_fewshot, "limit": p.limit,
-                                       "source": p.dataset.source, "dataset_fingerprint": p.dataset.fingerprint,
-                                       "prompts_hash": p.prompts_hash} for p in prepared}
-        meta["schedule"] = vars(scheduler.stats)
+        meta = run_metadata(backend, config, prepared, scheduler)
         if judge is not None:
             meta["judge"] = judge.describe()
         store.set_status(run_id, "complete", meta)

@@ -9,24 +9,19 @@ As in a full run, every input check happens before the database is opened.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.backends.base import make_backend, parse_model_spec
-from harness.core import metadata
 from harness.core.config import RunConfig
 from harness.core.errors import UsageError
 from harness.core.hashing import sha256_json
-from harness.core.redact import redact_args
 from harness.core.task import Instance, ScoreContext
-from harness.run.evaluator import SampleWriter, aggregate_run, new_run_id
+from harness.run.evaluator import SampleWriter, aggregate_run, open_run, record_tasks, run_identity, run_metadata
 from harness.run.prepared import PreparedTask, check_support, prepare_tasks
 from harness.run.scheduler import Scheduler
 from harness.scoring import code as code_eval
 from harness.store.db import Store
-
-log = logging.getLogger("harness")
 
 
 @dataclass(frozen=True)
@@ -50,10 +45,7 @@ class IncrementalRun:
             raise UsageError(f"{', '.join(judged)}: judged tasks cannot be evaluated a chunk at a time")
         check_support(self.backend, self.prepared)
         self.fingerprint = self.backend.fingerprint()
-        identity = {"model": self.fingerprint, "seed": config.seed, "purpose": purpose,
-                    "tasks": [[p.task.name, p.task.version, p.num_fewshot, p.limit, p.dataset.fingerprint, p.prompts_hash]
-                              for p in self.prepared]}
-        self.config_hash = sha256_json(identity)
+        self.config_hash = sha256_json(run_identity(self.fingerprint, config.seed, self.prepared) | {"purpose": purpose})
         self.box = code_eval.open_sandbox(config.sandbox, config.allow_unsandboxed_code) \
             if code_eval.needs_sandbox([p.task for p in self.prepared]) else None
         self.store: Store | None = None
@@ -63,24 +55,8 @@ class IncrementalRun:
     def open(self, store_path: Path) -> str:
         """Create (or resume) the run in the store; returns its id."""
         self.store = Store(store_path)
-        run_id = self.store.resumable_run(self.config_hash)
-        if run_id is None:
-            run_id = new_run_id()
-            self.store.create_run(
-                run_id, self.config_hash,
-                {"model": self.backend.spec.text, "model_fingerprint": self.fingerprint, "backend": self.backend.name,
-                 "backend_args": redact_args(self.backend.spec.args), "suite": self.config.suite,
-                 "tasks": [p.task.name for p in self.prepared], "num_fewshot": None, "limit": None,
-                 "seed": self.config.seed, "metadata": {}},
-                self.config.tags,
-            )
-        else:
-            log.warning("resuming unfinished run %s", run_id)
-            self.store.set_status(run_id, "running")
-        for p in self.prepared:
-            self.store.record_task(run_id, {"task": p.task.name, "version": p.task.version, "num_fewshot": p.num_fewshot,
-                                            "source": p.dataset.source, "fingerprint": p.dataset.fingerprint,
-                                            "n_docs": len(p.instances), "prompts_hash": p.prompts_hash})
+        run_id, _ = open_run(self.store, self.config, self.backend, self.prepared, self.fingerprint, self.config_hash, {})
+        record_tasks(self.store, run_id, self.prepared)
         self.scheduler = Scheduler(self.store, self.backend, self.fingerprint, show_progress=self.config.show_progress)
         self.run_id = run_id
         return run_id
@@ -104,12 +80,7 @@ class IncrementalRun:
         assert self.store is not None
         rows, _ = aggregate_run(self.store, self.run_id, self.prepared)
         self.store.write_metrics(self.run_id, rows)
-        meta = metadata.collect(self.backend.describe(), self.config.seed)
-        meta["tasks"] = {p.task.name: {"version": p.task.version, "num_fewshot": p.num_fewshot, "limit": p.limit,
-                                       "source": p.dataset.source, "dataset_fingerprint": p.dataset.fingerprint,
-                                       "prompts_hash": p.prompts_hash} for p in self.prepared}
-        meta["schedule"] = vars(self.scheduler.stats)
-        meta.update(extra)
+        meta = run_metadata(self.backend, self.config, self.prepared, self.scheduler) | extra
         self.store.set_status(self.run_id, "partial" if partial else "complete", meta)
 
     def fail(self) -> None:

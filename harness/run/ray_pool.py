@@ -24,6 +24,7 @@ HARNESS_RAY_START_TIMEOUT_S is a UsageError before the database is opened.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -51,16 +52,13 @@ def start_timeout() -> float:
 
 
 class Replica:
-    """One model on one Ray worker (a Ray actor: `ray.remote(Replica)` in `start_replicas`)."""
+    """One model on one Ray worker (a Ray actor: `ray.remote(Replica)` in `ReplicaPool`)."""
 
     def __init__(self, prefix: str, target: str, args: dict[str, str], threads: int, implementation: str) -> None:
-        register_backend(prefix, implementation)  # a backend the driver registered (a plugin) exists here too
-        try:
-            import torch
+        import torch  # a core dependency: every install has it
 
-            torch.set_num_threads(max(1, threads))
-        except ImportError:  # a backend without torch (gguf, openai): nothing to set
-            pass
+        register_backend(prefix, implementation)  # a backend the driver registered (a plugin) exists here too
+        torch.set_num_threads(max(1, threads))
         self.backend = make_backend(ModelSpec(prefix, target, dict(args)))
 
     def ready(self) -> tuple[int, str]:
@@ -106,22 +104,23 @@ def balanced_batches(requests: Sequence, replicas: int, batch_requests: int = BA
     """
     if not requests:
         return []
-    order = sorted(range(len(requests)), key=lambda i: _text(requests[i]))
+    texts, sizes = [_text(r) for r in requests], [_size(r) for r in requests]
+    order = sorted(range(len(requests)), key=texts.__getitem__)
     count = min(max(4 * replicas, math.ceil(len(order) / batch_requests)), len(order))
-    remaining = float(sum(_size(requests[i]) for i in order))
+    remaining = float(sum(sizes))
     target = remaining / count  # re-aimed at each cut: what is left over the batches still to fill
     batches: list[list[int]] = [[]]
     filled = 0.0
     for n, i in enumerate(order):
-        same_context = n > 0 and _text(requests[order[n - 1]]) == _text(requests[i])
+        same_context = n > 0 and texts[order[n - 1]] == texts[i]
         if filled >= target and not same_context and len(batches) < count:
             remaining -= filled
             target = remaining / (count - len(batches))
             batches.append([])
             filled = 0.0
         batches[-1].append(i)
-        filled += _size(requests[i])
-    return sorted(batches, key=lambda b: -sum(_size(requests[i]) for i in b))
+        filled += sizes[i]
+    return sorted(batches, key=lambda b: -sum(sizes[i] for i in b))
 
 
 def _cause(exc: BaseException) -> str:
@@ -215,10 +214,8 @@ class ReplicaPool:
 
     def close(self) -> None:
         for actor in self.actors:
-            try:
+            with contextlib.suppress(Exception):  # an actor that is already gone cannot be killed again
                 self.ray.kill(actor)
-            except Exception:  # already gone
-                pass
         self.actors = []
 
 

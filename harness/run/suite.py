@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from harness import tasks as catalog
 from harness.core.config import TaskSelection
 from harness.core.errors import UsageError
-from harness.core.resources import package_dir
+from harness.core.resources import first_validation_error, named_yaml, package_dir
 from harness.core.textfile import read_text, read_yaml
 
 SUITES_DIR = package_dir("harness.suites")
@@ -76,21 +76,7 @@ def _is_suite_file(path: Path) -> bool:
 
 
 def suite_path(name_or_path: str) -> Path:
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise UsageError(f"suite file not found: {path}")
-        return path
-    candidate = SUITES_DIR / f"{name_or_path}.yaml"
-    if not candidate.is_file() or not _is_suite_file(candidate):
-        raise UsageError(f"unknown suite: {name_or_path} (known: {', '.join(suite_names())})")
-    return candidate
-
-
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(x) for x in err["loc"]) or "suite"
-    return f"{where}: {err['msg']}"
+    return named_yaml(name_or_path, SUITES_DIR, "suite", suite_names, accept=_is_suite_file)
 
 
 def load_suite(name_or_path: str) -> tuple[str, Suite]:
@@ -101,7 +87,7 @@ def load_suite(name_or_path: str) -> tuple[str, Suite]:
     try:
         suite = Suite.model_validate(data)
     except ValidationError as exc:
-        raise UsageError(f"malformed suite {path}: {_first_error(exc)}") from None
+        raise UsageError(f"malformed suite {path}: {first_validation_error(exc, 'suite')}") from None
     for selection in suite.selections():
         catalog.expand([selection.name])  # unknown task -> UsageError naming it
     return path.stem, suite
