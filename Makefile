@@ -1,6 +1,6 @@
 # `make run` and `make test` do all the set-up on a fresh machine.
 #   make run   the core install only (no llama.cpp build, no reference packages), then the smoke suite
-#   make test  every extra but vllm (it needs a GPU): gguf (llama.cpp), rag, recipes, ray, dev; then lint and the tests
+#   make test  every extra but vllm (it needs a GPU): gguf (llama.cpp), rag, recipes, ray, mlflow, dev; then lint and the tests
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -25,7 +25,7 @@ $(CORE): pyproject.toml constraints.txt
 $(FULL): $(CORE)
 	# llama-cpp-python is source-only; its default build crashes on these CPUs (AMX path).
 	# pip keeps the built wheel in its cache, so only the first install pays the ~8 min build.
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip install -q -c constraints.txt -e '.[dev,gguf,rag,recipes,ray]'
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip install -q -c constraints.txt -e '.[dev,gguf,rag,recipes,ray,mlflow]'
 	# confseq (the sequential gate's reference, tests only): its sdist pins pybind11 2.6, which cannot build on
 	# Python 3.11, so it is built against a current pybind11 without build isolation (C++, needs libboost-dev)
 	$(BIN)/pip install -q -c constraints.txt scikit-build pybind11 cmake ninja

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter_ns
@@ -31,6 +32,8 @@ from harness.bench.http import ConnectionPool, HttpError, Origin, Response
 from harness.bench.metrics import Timeline
 from harness.core.errors import UsageError
 from harness.core.redact import split_userinfo
+
+log = logging.getLogger(__name__)
 
 try:  # parsing is off the hot path, but orjson makes finishing a 64-stream level cheaper
     from orjson import loads as _loads
@@ -260,9 +263,9 @@ class OpenAIStreamClient:
     async def probe(self, prompt: BenchPrompt) -> Capabilities:
         """Fail fast with one clear line when the run cannot start; learn the usage options."""
         served = await self.served_models()
-        if served and self.model not in served:
-            raise UsageError(f"endpoint {self.endpoint} does not serve model {self.model!r} "
-                             f"(it serves: {', '.join(served[:10])}); pass --model-name")
+        # The listing is advisory (servers that load on demand, as transformers serve, list what they have cached):
+        # the test request decides, and an unlisted model that answers it gets a warning.
+        unlisted = f" (it lists: {', '.join(served[:10])})" if served and self.model not in served else ""
         last = ""
         for options in STREAM_OPTION_LEVELS:
             self.stream_options = options
@@ -282,10 +285,12 @@ class OpenAIStreamClient:
                 continuous = any(c.tokens is not None for c in chunks) and bool(options and options.get("continuous_usage_stats"))
                 self.capabilities = Capabilities(options, usage is not None, continuous, served)
                 self._bodies.clear()  # bodies built while probing carry other stream_options
+                if unlisted:
+                    log.warning("endpoint %s answers for model %r, which it does not list%s", self.endpoint, self.model, unlisted)
                 return self.capabilities
             last = _error_message(response)
             if response.status == 404:
-                raise UsageError(f"endpoint {self.endpoint}{self.path} rejected model {self.model!r}: {last}")
+                raise UsageError(f"endpoint {self.endpoint}{self.path} does not serve model {self.model!r}{unlisted}: {last}")
             if response.status in (401, 403):
                 raise UsageError(f"endpoint {self.endpoint} refused the credentials: {last}; set OPENAI_API_KEY or --api-key")
             if response.status not in (400, 422):

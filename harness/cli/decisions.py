@@ -9,7 +9,17 @@ from typing import Optional
 
 import typer
 
-from harness.cli.options import DbOption, check_output_file, db_path
+from harness.cli.options import (
+    DbOption,
+    MlflowExperimentOption,
+    MlflowOption,
+    MlflowRequiredOption,
+    MlflowUriOption,
+    check_output_file,
+    db_path,
+    mlflow_target,
+    publish_to_mlflow,
+)
 from harness.core.errors import UsageError
 
 TOP_FLIPS = 10
@@ -92,6 +102,10 @@ def gate(
     junit: Optional[Path] = typer.Option(None, "--junit", help="write JUnit XML, one test case per task"),
     markdown_path: Optional[Path] = typer.Option(None, "--markdown", help="write the summary here instead of stdout"),
     db: Optional[Path] = DbOption,
+    mlflow: bool = MlflowOption,
+    mlflow_uri: Optional[str] = MlflowUriOption,
+    mlflow_required: bool = MlflowRequiredOption,
+    mlflow_experiment: Optional[str] = MlflowExperimentOption,
 ) -> None:
     """Exit 0 if the candidate has no significant regression beyond tolerance, 1 if it has, 2 on unusable input."""
     from harness.decisions.gate import load_policy
@@ -109,21 +123,26 @@ def gate(
         raise UsageError("--candidate-model is evaluated by the sequential gate: add --sequential (or run the candidate "
                          "with `harness run` and gate it with --candidate RUN)")
     policy = load_policy(policy_path)
+    tracking = mlflow_target(mlflow, mlflow_uri, mlflow_required, mlflow_experiment)
     if candidate_model is not None:
-        summary, passed, fails = _sequential_gate(baseline, candidate_model, candidate_model_args, tasks, suite, max_docs,
+        summary, passed, fails, gate_id = _sequential_gate(baseline, candidate_model, candidate_model_args, tasks, suite, max_docs,
                                                   chunk, seed, batch_size, no_progress, policy, db, junit)
     else:
-        summary, passed, fails = _fixed_gate(baseline, str(candidate), policy, db, junit)
+        summary, passed, fails, gate_id = _fixed_gate(baseline, str(candidate), policy, db, junit)
     if markdown_path is not None:
         markdown_path.write_text(summary)
     else:
         typer.echo(summary, nl=False)
+    if tracking is not None:  # the stored verdict; a required logging failure (exit 2) outranks a failed gate (1)
+        from harness.report.mlflow_models import log_gate
+
+        publish_to_mlflow(tracking, f"gate {gate_id}", lambda: log_gate(tracking, db_path(db), gate_id, summary))
     if not passed:
         typer.echo(f"harness: gate failed: {fails} regression(s)", err=True)
         raise typer.Exit(1)
 
 
-def _fixed_gate(baseline: str, candidate: str, policy, db: Optional[Path], junit: Optional[Path]) -> tuple[str, bool, int]:
+def _fixed_gate(baseline: str, candidate: str, policy, db: Optional[Path], junit: Optional[Path]) -> tuple[str, bool, int, str]:
     from harness.decisions.compare import compare_runs
     from harness.decisions.gate import decide, decision_rows, junit_xml, markdown
     from harness.store import gates
@@ -143,19 +162,20 @@ def _fixed_gate(baseline: str, candidate: str, policy, db: Optional[Path], junit
         store.close()
     result = decide(comparison, policy)
     store = Store(db_path(db))  # the verdict is kept for `harness history` and the report's history page
+    gate_id = gates.new_gate_id()
     try:
-        gates.record_gate(store, gates.new_gate_id(), "fixed", ids[0], ids[1], result.passed, policy.model_dump(),
+        gates.record_gate(store, gate_id, "fixed", ids[0], ids[1], result.passed, policy.model_dump(),
                           decision_rows(result))
     finally:
         store.close()
     if junit is not None:
         junit.write_text(junit_xml(result))
-    return markdown(result), result.passed, len(result.regressions)
+    return markdown(result), result.passed, len(result.regressions), gate_id
 
 
 def _sequential_gate(baseline: str, model: str, model_args: Optional[str], tasks: Optional[str], suite: Optional[str],
                      max_docs: Optional[int], chunk: Optional[int], seed: Optional[int], batch_size: Optional[str],
-                     no_progress: bool, policy, db: Optional[Path], junit: Optional[Path]) -> tuple[str, bool, int]:
+                     no_progress: bool, policy, db: Optional[Path], junit: Optional[Path]) -> tuple[str, bool, int, str]:
     from harness.cli.run import task_selections
     from harness.decisions.live_gate import Candidate, run_sequential_gate
     from harness.decisions.sequential_output import junit_xml, markdown
@@ -168,7 +188,7 @@ def _sequential_gate(baseline: str, model: str, model_args: Optional[str], tasks
     if junit is not None:
         junit.write_text(junit_xml(result))
     fails = sum(t.decision in ("fail", "fail-fallback") for t in result.test.tracks)
-    return markdown(result), result.passed, fails
+    return markdown(result), result.passed, fails, result.gate_id
 
 
 @commands.command()

@@ -10,7 +10,7 @@ import warnings
 
 import typer
 
-from harness.cli import bench, decisions, rag, recipe, report, run, sandbox, serve
+from harness.cli import bench, decisions, interop, rag, recipe, report, run, sandbox, serve
 from harness.core.errors import UsageError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
@@ -27,7 +27,7 @@ def interrupted_message(argv: list[str]) -> str:
     return "harness: interrupted"
 
 # Each command module holds its commands on a Typer of its own (`commands`); they are composed here.
-COMMAND_MODULES = (run, bench, decisions, recipe, rag, report, sandbox, serve)
+COMMAND_MODULES = (run, bench, decisions, interop, recipe, rag, report, sandbox, serve)
 for _module in COMMAND_MODULES:
     app.registered_commands.extend(_module.commands.registered_commands)
     app.registered_groups.extend(_module.commands.registered_groups)

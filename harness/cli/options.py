@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from harness.core.errors import UsageError
+
+if TYPE_CHECKING:
+    from harness.report.mlflow_tracking import MlflowTarget
 
 DbOption = typer.Option(None, "--db", help="DuckDB file (default: $HARNESS_DB or results/harness.duckdb)")
 
@@ -41,3 +45,41 @@ def db_path(path: Optional[Path]) -> Path:
     from harness.store.db import default_db_path
 
     return path or default_db_path()
+
+
+# MLflow tracking (harness[mlflow], docs/mlflow.md): on `run`, `gate` and `recipe run`.
+MlflowOption = typer.Option(False, "--mlflow", help="log to MLflow ($MLFLOW_TRACKING_URI, else MLflow's default)")
+MlflowUriOption = typer.Option(None, "--mlflow-uri", help="MLflow tracking URI (sqlite:///mlflow.db, http://host:5000); "
+                               "implies --mlflow")
+MlflowRequiredOption = typer.Option(False, "--mlflow-required", help="exit 2 when MLflow logging fails (the results "
+                                    "stay stored); implies --mlflow")
+MlflowExperimentOption = typer.Option(None, "--mlflow-experiment", help="MLflow experiment (default: harness)")
+
+
+def mlflow_target(enabled: bool, uri: Optional[str], required: bool, experiment: Optional[str]) -> MlflowTarget | None:
+    """The MLflow flags as a checked target (None when off): installed and answering, before anything runs."""
+    if not (enabled or uri or required or experiment is not None):
+        return None  # mlflow is never imported when its flags are absent
+    from harness.report.mlflow_tracking import check_target, resolve_target
+
+    target = resolve_target(enabled, uri, required, experiment, os.environ.get("MLFLOW_TRACKING_URI"))
+    if target is not None:
+        check_target(target)
+    return target
+
+
+def publish_to_mlflow(target: MlflowTarget | None, what: str, publish: Callable[[], object]) -> None:
+    """Log stored results to MLflow. A failure never undoes what is stored: one warning line, or, with
+    --mlflow-required, a UsageError (exit 2, the same as any other input or environment error)."""
+    if target is None:
+        return
+    from harness.core.redact import strip_userinfo
+    from harness.report.mlflow_tracking import first_line
+
+    try:
+        publish()
+    except Exception as exc:  # the tracker's failure, whatever its kind, is reported in one line
+        message = strip_userinfo(f"MLflow logging of {what} to {target.shown} failed: {first_line(exc)}")
+        if target.required:
+            raise UsageError(f"{message} (--mlflow-required; the results are stored)") from None
+        typer.echo(f"harness: warning: {message}", err=True)

@@ -8,7 +8,17 @@ from typing import Optional
 
 import typer
 
-from harness.cli.options import DbOption, check_output_file, db_path
+from harness.cli.options import (
+    DbOption,
+    MlflowExperimentOption,
+    MlflowOption,
+    MlflowRequiredOption,
+    MlflowUriOption,
+    check_output_file,
+    db_path,
+    mlflow_target,
+    publish_to_mlflow,
+)
 
 commands = typer.Typer()
 recipe_commands = typer.Typer(help="Recipes: steps that make checkpoints (LoRA, merge, GGUF export, quantization), "
@@ -53,6 +63,10 @@ def run_cmd(
     worker_cpus: Optional[float] = typer.Option(None, "--worker-cpus", min=0.01, help="CPUs per replica"),
     worker_gpus: Optional[float] = typer.Option(None, "--worker-gpus", min=0, help="GPUs per replica"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="HOST:PORT or ray://HOST:10001"),
+    mlflow: bool = MlflowOption,
+    mlflow_uri: Optional[str] = MlflowUriOption,
+    mlflow_required: bool = MlflowRequiredOption,
+    mlflow_experiment: Optional[str] = MlflowExperimentOption,
 ) -> int:
     """Check the recipe, make its checkpoints (resuming finished steps), evaluate each, report every edge.
     Exit 1 when an edge fails the recipe's gate policy."""
@@ -62,6 +76,7 @@ def run_cmd(
 
     check_output_file(json_out, "--json")
     ray = ray_options(executor, workers, worker_cpus, worker_gpus, ray_address)
+    tracking = mlflow_target(mlflow, mlflow_uri, mlflow_required, mlflow_experiment)
     result = run_recipe(recipe, db_path(db), parent=from_, show_progress=not no_progress, ray=ray)
     names = {a.artifact_id: n for n, a in result.nodes.items()}
     names.update({p: "root" for p, _ in result.edges if p not in names})
@@ -78,6 +93,11 @@ def run_cmd(
                    "made": result.made, "reused": result.reused, "gate_passed": result.gate_passed,
                    "edges": [{"parent": p, "child": c, "report": result.reports.get((p, c))} for p, c in result.edges]}
         json_out.write_text(json.dumps(payload, indent=2, default=str))
+    if tracking is not None:  # every checkpoint and edge is stored by now
+        from harness.report.mlflow_models import log_recipe
+
+        publish_to_mlflow(tracking, f"recipe {result.recipe_id}",
+                          lambda: log_recipe(tracking, db_path(db), result.recipe_id, result.edges, names))
     return 0 if result.gate_passed else 1
 
 

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from harness.cli.options import DbOption, check_output_file, db_path
+from harness.cli.options import (
+    DbOption,
+    MlflowExperimentOption,
+    MlflowOption,
+    MlflowRequiredOption,
+    MlflowUriOption,
+    check_output_dir,
+    check_output_file,
+    db_path,
+    mlflow_target,
+    publish_to_mlflow,
+)
 from harness.core.errors import UsageError
 
 commands = typer.Typer()
@@ -45,10 +57,9 @@ def _judge_config(spec: Optional[str], args: Optional[str], repeats: int, mode: 
 
 
 def _summary(result) -> dict:
-    tasks: dict[str, dict] = {}
-    for row in result.metrics:
-        tasks.setdefault(row.task, {})[row.metric] = {"value": row.value, "stderr": row.stderr, "n": row.n}
-    return {"run_id": result.run_id, "model": result.model, "tasks": tasks}
+    from harness.report.run_summary import summary
+
+    return summary(result.run_id, result.model, result.metrics)
 
 
 def _json_summary(result, path: Path) -> None:
@@ -88,6 +99,13 @@ def run(
     worker_gpus: Optional[float] = typer.Option(None, "--worker-gpus", min=0, help="GPUs per replica (default 0)"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="HOST:PORT or ray://HOST:10001 "
                                               "(default: a fresh local cluster, never RAY_ADDRESS)"),
+    mlflow: bool = MlflowOption,
+    mlflow_uri: Optional[str] = MlflowUriOption,
+    mlflow_required: bool = MlflowRequiredOption,
+    mlflow_experiment: Optional[str] = MlflowExperimentOption,
+    output_path: Optional[Path] = typer.Option(None, "--output-path", "--output_path",
+                                               help="also write lm-eval's files: DIR/MODEL/results_DATE.json and "
+                                                    "samples_TASK_DATE.jsonl"),
 ) -> None:
     """Evaluate a model (or several: one run each) on tasks or a suite and store the run."""
     from harness.core.config import DEFAULT_MODEL, RunConfig
@@ -95,7 +113,10 @@ def run(
 
     suite_name, selections = task_selections(tasks, suite, limit, num_fewshot)
     check_output_file(json_path, "--json")
+    if output_path is not None:
+        check_output_dir(output_path, "--output-path")
     ray = ray_options(executor, workers, worker_cpus, worker_gpus, ray_address)
+    tracking = mlflow_target(mlflow, mlflow_uri, mlflow_required, mlflow_experiment)
     models = model or [DEFAULT_MODEL]
     if len(set(models)) != len(models):
         raise UsageError("the same --model is given twice")
@@ -114,6 +135,13 @@ def run(
             _json_summary(done[0], json_path)
         elif len(models) > 1:
             json_path.write_text(json.dumps([_summary(r) for r in done], indent=2))
+    if output_path is not None:
+        _write_lm_eval(output_path, [o.result.run_id for o in outcomes if o.result is not None], db)
+    if tracking is not None:  # after the runs are stored: MLflow gets what the database holds
+        from harness.report.mlflow_tracking import log_run
+
+        for stored in (o.result for o in outcomes if o.result is not None):
+            publish_to_mlflow(tracking, f"run {stored.run_id}", partial(log_run, tracking, db_path(db), stored.run_id))
     failed = [o for o in outcomes if o.error is not None]
     if len(models) == 1 and failed:
         raise failed[0].error  # type: ignore[misc]
@@ -123,6 +151,19 @@ def run(
             typer.echo(f"harness: {o.model}: {kind}: {str(o.error).strip().splitlines()[0] if str(o.error).strip() else ''}",
                        err=True)
         raise typer.Exit(max(2 if isinstance(o.error, UsageError) else 3 for o in failed))
+
+
+def _write_lm_eval(out_dir: Path, run_ids: list[str], db: Optional[Path]) -> None:
+    from harness.interop.lm_eval_out import write_run
+    from harness.store.db import Store
+
+    store = Store(db_path(db), read_only=True)
+    try:
+        for run_id in run_ids:
+            paths = write_run(store, run_id, out_dir)
+            typer.echo(f"run {run_id}: lm-eval files in {paths[0].parent} ({len(paths) - 1} samples files)")
+    finally:
+        store.close()
 
 
 def ray_options(executor: str, workers: Optional[int], cpus: Optional[float], gpus: Optional[float],
@@ -226,7 +267,7 @@ def show(run_ref: str = typer.Argument(..., metavar="RUN"), db: Optional[Path] =
         task_info = {r.task: {"version": r.task_version, "num_fewshot": r.num_fewshot} for r in info["task_rows"].itertuples()}
         for r in info["task_rows"].itertuples():
             typer.echo(f"task {r.task}: v{r.task_version}, {r.num_fewshot}-shot, {r.n_docs} docs, source {r.data_source}, "
-                       f"dataset {r.dataset_fingerprint[:12]}, prompts {r.prompts_hash[:12]}")
+                       f"dataset {(r.dataset_fingerprint or '-')[:12]}, prompts {(r.prompts_hash or '-')[:12]}")
         print_table(metrics_table(store.metrics(run_id), task_info))
     finally:
         store.close()

@@ -1,7 +1,8 @@
 """Paired comparison of two stored runs.
 
 Only documents present in both runs count: samples are joined on (task, doc_hash, prompt_hash),
-so a document shown with a different prompt is not a pair. Values A and B are the means over
+so a document shown with a different prompt is not a pair (on the prompt hash alone against a run
+imported from lm-eval: harness.decisions.pairing). Values A and B are the means over
 the paired documents (not the stored run metrics, which may cover other documents). Per task
 and per-sample metric: delta B - A with a 95% interval and a p-value (harness.decisions.paired), Holm
 adjustment across every tested metric, the flipped samples, and, where both runs stored
@@ -20,6 +21,7 @@ import pandas as pd
 
 from harness.core.errors import UsageError
 from harness.decisions import paired
+from harness.decisions.pairing import PairKey, pair_key, pairs_sql
 from harness.store.db import Store
 
 MIN_OVERLAP = 30  # fewer paired documents than this per task gives a warning
@@ -80,17 +82,9 @@ class Comparison:
     warnings: list[str]
 
 
-_PAIRS_SQL = """
-WITH a AS (SELECT *, row_number() OVER (PARTITION BY task, doc_hash, prompt_hash ORDER BY doc_id) AS k
-           FROM samples WHERE run_id = ?),
-     b AS (SELECT *, row_number() OVER (PARTITION BY task, doc_hash, prompt_hash ORDER BY doc_id) AS k
-           FROM samples WHERE run_id = ?)
-SELECT a.task, a.doc_id, a.prompt, a.target, a.extracted AS extracted_a, b.extracted AS extracted_b,
+_PAIRED_COLUMNS = """a.task, a.doc_id, a.prompt, a.target, a.extracted AS extracted_a, b.extracted AS extracted_b,
        a.metrics::VARCHAR AS metrics_a, b.metrics::VARCHAR AS metrics_b,
-       a.loglikelihoods AS ll_a, b.loglikelihoods AS ll_b
-FROM a JOIN b ON a.task = b.task AND a.doc_hash = b.doc_hash AND a.prompt_hash = b.prompt_hash AND a.k = b.k
-ORDER BY a.task, a.doc_id
-"""
+       a.loglikelihoods AS ll_a, b.loglikelihoods AS ll_b"""
 
 
 def higher_is_better(task: str, metric: str) -> bool:
@@ -122,7 +116,7 @@ def _excerpt(prompt: str | None) -> str:
     return text if len(text) <= EXCERPT_CHARS else "…" + text[-EXCERPT_CHARS:]
 
 
-def _task_warnings(store: Store, run_a: str, run_b: str) -> list[str]:
+def _task_warnings(store: Store, run_a: str, run_b: str, key: PairKey) -> list[str]:
     cols = "task, task_version, num_fewshot, dataset_fingerprint, prompts_hash"
     ta = store.con.execute(f"SELECT {cols} FROM run_tasks WHERE run_id = ?", [run_a]).df().set_index("task")
     tb = store.con.execute(f"SELECT {cols} FROM run_tasks WHERE run_id = ?", [run_b]).df().set_index("task")
@@ -131,6 +125,9 @@ def _task_warnings(store: Store, run_a: str, run_b: str) -> list[str]:
         out.append(f"{task}: only in run {'A' if task in ta.index else 'B'}")
     labels = {"task_version": "task version", "num_fewshot": "num_fewshot (shots)",
               "dataset_fingerprint": "dataset fingerprint", "prompts_hash": "prompt hashes"}
+    if key.across_tools:  # the two tools fingerprint datasets and prompt lists differently: never equal
+        out.append("one run was imported from lm-eval: documents are paired on their prompt hashes")
+        del labels["dataset_fingerprint"], labels["prompts_hash"]
     for task in sorted(set(ta.index) & set(tb.index)):
         for col, label in labels.items():
             va, vb = ta.at[task, col], tb.at[task, col]
@@ -182,10 +179,11 @@ def compare_runs(store: Store, run_a: str, run_b: str, *, alpha: float = 0.05, n
                  seed: int = 0) -> Comparison:
     """Compare run B against run A (ids already resolved). `alpha` is recorded for callers; CIs are 95%."""
     info_a, info_b = store.run(run_a), store.run(run_b)
-    frame = store.con.execute(_PAIRS_SQL, [run_a, run_b]).df()
+    key = pair_key(store, run_a, run_b)
+    frame = store.con.execute(pairs_sql(key, _PAIRED_COLUMNS), [run_a, run_b]).df()
     if frame.empty:
-        raise UsageError(f"runs {run_a} and {run_b} share no documents (joined on task, document and prompt hashes)")
-    warnings = _task_warnings(store, run_a, run_b)
+        raise UsageError(f"runs {run_a} and {run_b} share no documents (joined on {key.describe()})")
+    warnings = _task_warnings(store, run_a, run_b, key)
     counts_a, counts_b = _sample_counts(store, run_a), _sample_counts(store, run_b)
 
     tests: list[tuple[str, str, str, bool, np.ndarray, np.ndarray, paired.PairedTest]] = []

@@ -23,6 +23,7 @@ import numpy as np
 from harness.core.config import RunConfig, TaskSelection
 from harness.core.errors import UsageError
 from harness.core.hashing import sha256_json, sha256_text
+from harness.decisions import pairing
 from harness.decisions.compare import higher_is_better
 from harness.decisions.gate import Policy
 from harness.decisions.sequential import MetricTrack, SequentialTest, next_chunk
@@ -50,6 +51,10 @@ class Baseline:
     seed: int
     tasks: list[TaskSelection]
     values: dict[str, dict[tuple[str, str], dict]]  # task -> (doc_hash, prompt_hash) -> per-sample metrics
+    scheme: str = pairing.HARNESS  # lm-eval: keyed ("", prompt_hash), its doc hashes are not ours (decisions.pairing)
+
+    def key(self, doc: dict, prompt: str) -> tuple[str, str]:
+        return ("" if self.scheme == pairing.LM_EVAL else sha256_json(doc), sha256_text(prompt))
 
 
 @dataclass
@@ -88,11 +93,16 @@ def load_baseline(store: Store, ref: str) -> Baseline:
                              "ORDER BY task, doc_id", [run_id]).fetchall()
     if not rows:
         raise UsageError(f"baseline run {run_id} has no per-sample results: the sequential gate pairs documents")
+    scheme = pairing.hash_scheme(info["metadata"])
     values: dict[str, dict[tuple[str, str], dict]] = {}
     for task, _doc_id, doc_hash, prompt_hash, metrics in rows:
-        values.setdefault(task, {}).setdefault((doc_hash, prompt_hash), json.loads(metrics or "{}"))
+        key = ("" if scheme == pairing.LM_EVAL else doc_hash, prompt_hash)
+        values.setdefault(task, {}).setdefault(key, json.loads(metrics or "{}"))
     selections = [TaskSelection(r.task, int(r.num_fewshot)) for r in info["task_rows"].itertuples() if r.task in values]
-    return Baseline(run_id, str(info["model"]), int(info["seed"]), selections, values)
+    seed = info["seed"]
+    if seed is None or seed != seed:  # an imported run may not say (NULL reads back as NaN)
+        raise UsageError(f"baseline run {run_id} records no seed, so its prompts cannot be rebuilt for the candidate")
+    return Baseline(run_id, str(info["model"]), int(seed), selections, values, scheme)
 
 
 def _per_sample(values: list[dict], metric: str) -> list[float] | None:
@@ -176,7 +186,7 @@ def run_sequential_gate(store_path: Path, baseline_ref: str, candidate: Candidat
         for p in run.prepared:
             items[p.task.name] = {}
             for inst in p.instances:
-                items[p.task.name].setdefault((sha256_json(inst.doc), sha256_text(inst.prompt)), Item(p, inst))
+                items[p.task.name].setdefault(baseline.key(inst.doc, inst.prompt), Item(p, inst))
         shared = {task: sorted(k for k in by_key if k in baseline.values.get(task, {})) for task, by_key in items.items()}
         shared = {task: keys for task, keys in shared.items() if keys}
         if not shared:

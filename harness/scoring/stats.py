@@ -26,7 +26,8 @@ class Aggregate:
     n: int
 
 
-def _interval(value: float, stderr: float | None, bounded: bool) -> tuple[float | None, float | None]:
+def normal_interval(value: float, stderr: float | None, bounded: bool) -> tuple[float | None, float | None]:
+    """value ± z(0.975)·stderr, clipped to [0, 1] when `bounded`; (None, None) without a stderr."""
     if stderr is None or math.isnan(stderr):
         return None, None
     low, high = value - Z95 * stderr, value + Z95 * stderr
@@ -46,7 +47,7 @@ def mean_with_stderr(values: Sequence[float]) -> Aggregate:
         return Aggregate(float("nan"), None, None, None, 0)
     value = float(arr.mean())
     stderr = float(arr.std(ddof=1) / math.sqrt(n)) if n > 1 else None
-    low, high = _interval(value, stderr, _is_binary(arr))
+    low, high = normal_interval(value, stderr, _is_binary(arr))
     return Aggregate(value, stderr, low, high, n)
 
 
@@ -67,5 +68,5 @@ def pooled(parts: Sequence[Aggregate], weight_by_size: bool = True, bounded: boo
         stderr = math.sqrt(var / total)
     else:
         stderr = math.sqrt(sum(p.stderr**2 for p in parts)) / len(parts)
-    low, high = _interval(value, stderr, bounded)
+    low, high = normal_interval(value, stderr, bounded)
     return Aggregate(value, stderr, low, high, sum(sizes))

@@ -85,15 +85,32 @@ def test_a_killed_recipe_redoes_only_the_unfinished_steps(resumed: dict) -> None
     assert set(resumed["nodes"]) == {"parent", "f32", "q8", "q4"}
 
 
+def _checkpoints_are_linked_logged_models(tracking: str, summary: dict) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking)
+    [experiment] = [e for e in client.search_experiments() if e.name == "harness"]
+    models = {m.tags["harness.artifact_id"]: m for m in client.search_logged_models([experiment.experiment_id])}
+    made = summary["nodes"]  # node name -> artifact id
+    assert {made["f32"], made["q8"], made["q4"]} <= set(models)
+    for name in ("q8", "q4"):
+        child = models[made[name]]
+        parent = models[child.tags["harness.parent_artifact_id"]]
+        assert child.tags["harness.parent_model_id"] == parent.model_id
+        assert child.source_run_id == parent.source_run_id  # both logged by the recipe's run
+
+
 def test_a_finished_recipe_is_not_redone(workdir: Path, resumed: dict) -> None:
     con = duckdb.connect(str(workdir / "db.duckdb"), read_only=True)
     runs_before = con.execute("SELECT count(*) FROM runs").fetchone()[0]
     con.close()
-    result = harness_cli(*_run_args(workdir, "again.json"), env=_env(workdir))
+    tracking = f"sqlite:///{workdir / 'mlflow.db'}"  # the reused recipe logged to a real MLflow store (docs/mlflow.md)
+    result = harness_cli(*_run_args(workdir, "again.json"), "--mlflow-uri", tracking, "--mlflow-required", env=_env(workdir))
     assert result.returncode == 0, result.stderr[-3000:]
     again = json.loads((workdir / "again.json").read_text())
     assert again["made"] == [] and again["reused"] == ["f32", "q8", "q4"]
     assert again["nodes"] == resumed["nodes"]
+    _checkpoints_are_linked_logged_models(tracking, again)
     con = duckdb.connect(str(workdir / "db.duckdb"), read_only=True)
     assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == runs_before  # evaluations resumed, not repeated
     assert con.execute("SELECT count(*) FROM edge_reports").fetchone()[0] == 4  # root, f32, q8, q4 edges

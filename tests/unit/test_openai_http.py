@@ -1,7 +1,10 @@
-"""The `openai` backend's HTTP client: retries, Retry-After, jitter, bounded concurrency, key hygiene.
+"""The `openai` backend's HTTP client: retries, Retry-After, jitter, bounded concurrency, key hygiene;
+and how its errors are read when the server does not list the model (served.py).
 
 Requests go through httpx.MockTransport, so the client's own code runs (status handling, JSON
 parsing, retry loop) without sockets; test_fault_proxy.py does the same against real faults.
+The advisory-listing rules are plain functions over errors, tested here on the messages real
+servers send; tests/e2e/test_transformers_serve.py runs them against a real transformers serve.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import httpx
 import pytest
 
 from harness.backends.openai.http import ApiError, AsyncApi, ClientConfig, backoff_delay, parse_retry_after, run_all
+from harness.backends.openai.served import Listing, listing_from_error, model_missing, unlisted_failure, unlisted_warning
 
 
 def _api_call(handler, config: ClientConfig, parse=lambda body: body["ok"]):
@@ -116,3 +120,41 @@ def test_run_all_bounds_concurrency_and_yields_each_index_once() -> None:
     results = list(run_all(ClientConfig("http://unused/v1", concurrency=3), jobs))
     assert sorted(results) == [(i, i * i) for i in range(20)]
     assert peak[0] == 3
+
+
+# -- a model the listing does not name (served.py) ----------------------------------------------
+
+
+def test_model_missing_reads_the_servers_own_words_not_our_url() -> None:
+    said_missing = [
+        ApiError("", 404, detail="The model `gpt-4` does not exist."),  # vLLM, OpenAI
+        ApiError("", 404, detail='model "llama3" not found, try pulling it first'),  # Ollama
+        ApiError("", 400, detail="Server is pinned to '/models/a'; requested 'b'."),  # transformers serve FORCE_MODEL
+        ApiError("", 400, detail="Invalid model name passed in model=gpt-5"),  # LiteLLM
+    ]
+    assert [model_missing(e) for e in said_missing] == [True] * 4
+    # a missing endpoint under a URL that says "model", and transformers serve's answer for a name it cannot load
+    no_endpoint = ApiError("POST http://h/model-not-found/v1/completions -> HTTP 404: Not Found", 404, detail="Not Found")
+    cannot_load = ApiError("POST ... failed after 3 attempts: HTTP 500: model not found", None, last_status=500)
+    assert not model_missing(no_endpoint) and not model_missing(cannot_load)
+
+
+def test_only_a_missing_or_failing_listing_is_advisory() -> None:
+    absent, failing = listing_from_error(ApiError("", 404)), listing_from_error(ApiError("", None, last_status=503))
+    assert absent is not None and absent.entries is None and "does not exist" in absent.reason
+    assert failing is not None and failing.entries is None and "HTTP 503" in failing.reason
+    unreachable, unauthorised = ApiError("refused", None, last_status=None), ApiError("", 401, detail="bad key")
+    assert listing_from_error(unreachable) is None and listing_from_error(unauthorised) is None
+
+
+def test_refusal_and_warning_are_one_line_naming_the_model() -> None:
+    listed = Listing({"b": {}, "a": {}})
+    missing = ApiError("POST u -> HTTP 404: The model `m` does not exist.", 404, detail="The model `m` does not exist.")
+    failed = ApiError("POST u failed after 3 attempts: HTTP 500: Internal Server Error", None, last_status=500)
+    refused = unlisted_failure("http://h/v1", "m", listed, missing)
+    assert refused.startswith("openai: the server at http://h/v1 does not serve model 'm' (it lists: a, b;")
+    assert "does not list model 'm' (/models fails (HTTP 502)) and failed" in unlisted_failure(
+        "http://h/v1", "m", Listing(None, "/models fails (HTTP 502)"), failed)
+    warning = unlisted_warning("http://h/v1", "m", Listing({}), "m@main")
+    assert "(it lists: none)" in warning and "advisory" in warning and "'m@main'" in warning
+    assert all("\n" not in line for line in (refused, warning))

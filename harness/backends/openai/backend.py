@@ -8,7 +8,8 @@ generation from `/v1/completions` for prompts and `/v1/chat/completions` for mes
 applies the chat template). Requests run concurrently over a retrying client (openai_http.py) and
 are yielded as they finish. Construction touches no network; the server is first asked when the
 evaluator calls `check()` (or reads `supports`), which lists its models and, for loglikelihood
-tasks, runs the prompt-logprob probe (openai_probe.py).
+tasks, runs the prompt-logprob probe (openai_probe.py). The listing is advisory: a model it does
+not name is asked for one token instead, and refused only if that fails (served.py).
 
 The API key is read from the environment variable named by `api_key_env` (default
 OPENAI_API_KEY) when a client is built, and is never stored in the spec, describe(), the
@@ -30,6 +31,15 @@ from harness.backends.base import Backend, ModelSpec, Progress
 from harness.backends.openai.http import ApiError, AsyncApi, ClientConfig, ClientStats, MalformedResponse, run_all, run_one
 from harness.backends.openai.logprobs import continuation_result, parse_echo, rolling_logprob
 from harness.backends.openai.probe import ProbeResult, run_probe
+from harness.backends.openai.served import (
+    Listing,
+    ask_for_model,
+    listing_from_body,
+    listing_from_error,
+    stable_entry,
+    unlisted_failure,
+    unlisted_warning,
+)
 from harness.core.errors import UsageError
 from harness.core.hashing import sha256_json
 from harness.core.redact import split_userinfo, strip_userinfo
@@ -50,9 +60,6 @@ ARG_HELP = {
                  "for llama.cpp's server, whose default 1.1 makes greedy output differ from the model's argmax)",
 }
 EXTRA_BODY_PREFIX = "body."
-# Model-list fields that identify what is served. vLLM stamps `created` (and its `permission`
-# entries) with the time of the request, so those would change the cache key on every run.
-STABLE_MODEL_FIELDS = ("id", "owned_by", "root", "parent", "max_model_len", "meta")
 # Reaching the server at all: a couple of quick retries, not the full schedule of a request.
 REACH_RETRIES = 2
 # Hosted APIs accept at most 4 stop sequences; the rest are applied to the text here.
@@ -159,8 +166,7 @@ class OpenAIBackend(Backend):
         super().__init__(spec)
         self.options = parse_options(spec)
         self.stats = ClientStats()
-        self._server: dict | None = None
-        self._server_fetched = False
+        self._server: dict | None = None  # server_info(), once fetched
         self._probe: ProbeResult | None = None
 
     # -- the server ----------------------------------------------------------------------------
@@ -173,30 +179,40 @@ class OpenAIBackend(Backend):
         retries = o.max_retries if max_retries is None else max_retries
         return ClientConfig(o.base_url, o.timeout_s, retries, o.concurrency, api_key=key, basic_auth=o.basic_auth)
 
-    def server_info(self) -> dict | None:
-        """The served model's entry in /models (stable fields only); None if the server lists none."""
-        if self._server_fetched:
-            return self._server
+    def server_info(self) -> dict:
+        """What identifies the served model, fetched once: its /models entry (stable fields), or for
+        a model the listing does not name, the model the server reports answering one token
+        (served.py says why the listing is advisory); raises UsageError where the server cannot
+        be used for this model at all."""
+        if self._server is None:
+            listing = self._listing()
+            entry = (listing.entries or {}).get(self.options.model)
+            self._server = stable_entry(entry) if entry is not None else self._unlisted(listing)
+        return self._server
+
+    def _listing(self) -> Listing:
         config = self._config(min(REACH_RETRIES, self.options.max_retries))
         try:
-            body = run_one(config, lambda api: api.call("GET", "models", None, lambda b: list(b["data"])), self.stats)
+            return run_one(config, lambda api: api.call("GET", "models", None, lambda b: listing_from_body(b["data"])),
+                           self.stats)
         except ApiError as error:
-            if error.status == 404:
-                log.warning("openai: %s/models does not exist; the cache key covers the model name and URL only",
-                            self.options.base_url)
-                self._server_fetched = True
-                return None
-            reach = "cannot reach" if error.status is None else "cannot use"
-            raise UsageError(f"openai: {reach} the server at {self.options.base_url}: {error}") from None
-        served = {str(m.get("id")): m for m in body if isinstance(m, dict)}
-        if self.options.model not in served:
-            listed = ", ".join(sorted(served)[:8]) or "none"
-            raise UsageError(f"openai: the server at {self.options.base_url} does not serve model {self.options.model!r} "
-                             f"(it lists: {listed})")
-        entry = served[self.options.model]
-        self._server = {k: entry[k] for k in STABLE_MODEL_FIELDS if k in entry}
-        self._server_fetched = True
-        return self._server
+            listing = listing_from_error(error)
+            if listing is None:
+                reach = "cannot reach" if error.status is None and error.last_status is None else "cannot use"
+                raise UsageError(f"openai: {reach} the server at {self.options.base_url}: {error}") from None
+            return listing
+
+    def _unlisted(self, listing: Listing) -> dict:
+        """Ask for one token with quick retries: a model the server cannot answer for fails here, in one
+        line naming it, instead of on the run's first request after the full retry schedule."""
+        o = self.options
+        config = self._config(min(REACH_RETRIES, o.max_retries))
+        try:
+            reported = run_one(config, lambda api: ask_for_model(api, o.model), self.stats)
+        except ApiError as error:
+            raise UsageError(unlisted_failure(o.base_url, o.model, listing, error)) from None
+        log.warning(unlisted_warning(o.base_url, o.model, listing, reported))
+        return {"reported_model": reported}
 
     def probe(self) -> ProbeResult:
         """Runs once, on first use: do this server's echoed prompt logprobs mean what we sum?"""
@@ -209,8 +225,8 @@ class OpenAIBackend(Backend):
                 self._probe = run_one(self._config(), lambda api: run_probe(api, self.options.model), self.stats)
         return self._probe
 
-    @property  # type: ignore[override]
-    def supports(self) -> frozenset[str]:
+    @property
+    def supports(self) -> frozenset[str]:  # type: ignore[override]
         """Generation always; loglikelihoods unless the probe ran and failed. The probe runs only
         when a run needs loglikelihoods (`check`): a generate-only run never waits for it."""
         refused = self._probe is not None and not self._probe.ok
@@ -219,9 +235,11 @@ class OpenAIBackend(Backend):
     def check(self, kinds: set[str]) -> None:
         self.server_info()
         needed = set(kinds) & LOGLIKELIHOOD_KINDS
-        if needed and not self.probe().ok:
+        probe = self.probe() if needed else None
+        if probe is not None and not probe.ok:
+            hint = "; --model-args probe=off skips this check" if probe.skippable else ""
             raise UsageError(f"openai: {self.spec.text} cannot answer {', '.join(sorted(needed))} requests: "
-                             f"{self._probe.reason if self._probe else ''}; --model-args probe=off skips this check")
+                             f"{probe.reason}{hint}")
 
     # -- identity ------------------------------------------------------------------------------
 

@@ -34,11 +34,16 @@ RETRY_AFTER_CAP_S = 120.0
 
 
 class ApiError(Exception):
-    """A request that failed for good: a 4xx other than 429, or retries exhausted."""
+    """A request that failed for good: a 4xx other than 429 (`status`), or retries exhausted
+    (`status` None; `last_status` the HTTP status of the last attempt, None if no answer came:
+    a 5xx-answering server is up, an unreachable one is not, and callers word the two apart).
+    `detail` is the server's own message of a 4xx, without our URL, for callers that read it."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, last_status: int | None = None, detail: str = "") -> None:
         super().__init__(message)
         self.status = status
+        self.last_status = last_status
+        self.detail = detail
 
 
 class MalformedResponse(Exception):
@@ -76,9 +81,9 @@ class ClientStats:
 
 
 class _Retryable(Exception):
-    def __init__(self, reason: str, retry_after_s: float | None = None) -> None:
+    def __init__(self, reason: str, retry_after_s: float | None = None, status: int | None = None) -> None:
         super().__init__(reason)
-        self.reason, self.retry_after_s = reason, retry_after_s
+        self.reason, self.retry_after_s, self.status = reason, retry_after_s, status
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -140,16 +145,16 @@ class AsyncApi:
 
     async def call(self, method: str, path: str, payload: dict | None, parse: Callable[[Any], T]) -> T:
         """`parse(json)` turns the body into the result; raising MalformedResponse retries the request."""
-        last = ""
+        last, last_status = "", None
         for attempt in range(self.config.max_retries + 1):
             try:
                 return await self._once(method, path, payload, parse)
             except _Retryable as failure:
-                last, retry_after = failure.reason, failure.retry_after_s
+                last, retry_after, last_status = failure.reason, failure.retry_after_s, failure.status
             except httpx.TimeoutException:
-                last, retry_after = f"no answer within {self.config.timeout_s:g} s", None
+                last, retry_after, last_status = f"no answer within {self.config.timeout_s:g} s", None, None
             except httpx.TransportError as error:  # refused, reset, cut midway (RemoteProtocolError)
-                last, retry_after = f"{type(error).__name__}: {error}", None
+                last, retry_after, last_status = f"{type(error).__name__}: {error}", None, None
             if attempt == self.config.max_retries:
                 break
             delay = backoff_delay(attempt, self.config, retry_after, self.rng)
@@ -158,7 +163,7 @@ class AsyncApi:
                      self.config.max_retries, delay)
             await asyncio.sleep(delay)
         raise ApiError(self.config.scrub(f"{method} {self.config.base_url.rstrip('/')}/{path.lstrip('/')} failed after "
-                                         f"{self.config.max_retries + 1} attempts: {_short(last)}"))
+                                         f"{self.config.max_retries + 1} attempts: {_short(last)}"), last_status=last_status)
 
     async def _once(self, method: str, path: str, payload: dict | None, parse: Callable[[Any], T]) -> T:
         self.stats.attempts += 1
@@ -170,16 +175,18 @@ class AsyncApi:
             raise httpx.ReadTimeout("deadline") from None
         status = response.status_code
         if status == 429 or status >= 500:
-            raise _Retryable(f"HTTP {status}: {_error_message(response)}", parse_retry_after(response.headers.get("retry-after")))
+            raise _Retryable(f"HTTP {status}: {_error_message(response)}", parse_retry_after(response.headers.get("retry-after")),
+                             status)
         if status >= 400:
             url = f"{self.config.base_url.rstrip('/')}/{path.lstrip('/')}"
-            raise ApiError(self.config.scrub(f"{method} {url} -> HTTP {status}: {_error_message(response)}"), status)
+            detail = self.config.scrub(_error_message(response))
+            raise ApiError(self.config.scrub(f"{method} {url} -> HTTP {status}: {detail}"), status, detail=detail)
         try:
             return parse(response.json())
         except ValueError as error:  # json.JSONDecodeError is a ValueError
-            raise _Retryable(f"malformed JSON body ({_short(str(error), 80)})") from None
+            raise _Retryable(f"malformed JSON body ({_short(str(error), 80)})", status=status) from None
         except (MalformedResponse, KeyError, IndexError, TypeError) as error:
-            raise _Retryable(f"unexpected response shape ({_short(str(error), 80)})") from None
+            raise _Retryable(f"unexpected response shape ({_short(str(error), 80)})", status=status) from None
 
 
 Job = Callable[[AsyncApi], Awaitable[T]]

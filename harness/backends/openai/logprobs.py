@@ -89,7 +89,7 @@ def continuation_result(tokens: list[EchoedToken], context: str, continuation: s
 
 def rolling_logprob(tokens: list[EchoedToken], text: str) -> float:
     """log p(text): every prompt token that has a logprob (the first has none)."""
-    return sum(t.logprob for t in tokens if t.start < len(text) and t.logprob is not None)  # type: ignore[misc]
+    return sum(t.logprob for t in tokens if t.start < len(text) and t.logprob is not None)
 
 
 def generated_token(body: Any) -> tuple[str, float]:
