@@ -5,7 +5,9 @@ documents harness loaded from the same source (`custom_dataset`), so prompts, fe
 examples and scoring are lm-eval's, and only the documents are shared. Used by the fidelity
 test and by benchmarks/vs_lm_eval.py (as a separate process: `python -m benchmarks.lm_eval_reference`).
 
-Only HellaSwag and MMLU subjects are wired here: the tasks the fidelity proof names.
+Wired here: HellaSwag, MMLU subjects, ARC (arc_easy, arc_challenge) and TruthfulQA's
+loglikelihood tasks (truthfulqa_mc1, truthfulqa_mc2); their harness documents are already in
+the hub's schema, so they go to lm-eval unchanged.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from harness.tasks import hellaswag as hellaswag_task
 
 LM_TASKS = Path(lm_eval.__file__).parent / "tasks"
 FEWSHOT_SEED = 1234
+ARC_YAML = {"arc_easy": "arc/arc_easy.yaml", "arc_challenge": "arc/arc_challenge.yaml"}
+TRUTHFULQA_YAML = {"truthfulqa_mc1": "truthfulqa/truthfulqa_mc1.yaml", "truthfulqa_mc2": "truthfulqa/truthfulqa_mc2.yaml"}
 
 
 def _hellaswag_rows(limit: int | None) -> list[dict]:
@@ -52,8 +56,10 @@ def _task(yaml_path: str, splits: dict[str, list[dict]], num_fewshot: int) -> Co
     return task
 
 
-def build_tasks(names: list[str], num_fewshot: int | None, limit: int | None) -> dict[str, ConfigurableTask]:
-    """HARNESS_DATA_SOURCE (fixture | mirror) decides where the documents come from, as for harness."""
+def build_tasks(names: list[str], num_fewshot: int | None, limit: int | None,
+                limits: dict[str, int] | None = None) -> dict[str, ConfigurableTask]:
+    """HARNESS_DATA_SOURCE (fixture | mirror) decides where the documents come from, as for harness.
+    `limits` keeps the first n documents of the named arc_* / truthfulqa_* tasks (a per-task --limit)."""
     out: dict[str, ConfigurableTask] = {}
     for name in names:
         if name == "hellaswag":
@@ -63,12 +69,18 @@ def build_tasks(names: list[str], num_fewshot: int | None, limit: int | None) ->
             dataset = catalog.get_task(name).load()
             shots = 5 if num_fewshot is None else num_fewshot
             out[name] = _task(f"mmlu/default/{name}.yaml", {"test": dataset.docs, "dev": dataset.fewshot_docs}, shots)
+        elif name in ARC_YAML or name in TRUTHFULQA_YAML:
+            dataset = catalog.get_task(name).load()
+            docs = dataset.docs[: (limits or {}).get(name)]
+            splits = {"test": docs, "train": dataset.fewshot_docs} if name in ARC_YAML else {"validation": docs}
+            out[name] = _task({**ARC_YAML, **TRUTHFULQA_YAML}[name], splits, num_fewshot or 0)
         else:
-            raise ValueError(f"the reference runner wires hellaswag and mmlu_* only, not {name}")
+            raise ValueError(f"the reference runner wires hellaswag, mmlu_*, arc_* and truthfulqa_mc1/2 only, not {name}")
     return out
 
 
-def run(pretrained: Path, names: list[str], limit: int | None, num_fewshot: int | None, batch_size: int) -> dict:
+def run(pretrained: Path, names: list[str], limit: int | None, num_fewshot: int | None, batch_size: int,
+        limits: dict[str, int] | None = None) -> dict:
     """Per-sample loglikelihoods and correctness, aggregates, and the seconds lm-eval spent."""
     from lm_eval.evaluator import evaluate
     from lm_eval.models.huggingface import HFLM
@@ -76,7 +88,7 @@ def run(pretrained: Path, names: list[str], limit: int | None, num_fewshot: int 
     started = time.perf_counter()
     lm = HFLM(pretrained=str(pretrained), dtype="float32", batch_size=batch_size, device="cpu")
     loaded = time.perf_counter()
-    results = evaluate(lm=lm, task_dict=build_tasks(names, num_fewshot, limit), limit=limit, log_samples=True,
+    results = evaluate(lm=lm, task_dict=build_tasks(names, num_fewshot, limit, limits), limit=limit, log_samples=True,
                        bootstrap_iters=0, verbosity="ERROR")
     finished = time.perf_counter()
     samples = {

@@ -83,3 +83,18 @@ def publish_to_mlflow(target: MlflowTarget | None, what: str, publish: Callable[
         if target.required:
             raise UsageError(f"{message} (--mlflow-required; the results are stored)") from None
         typer.echo(f"harness: warning: {message}", err=True)
+
+
+# lm-eval task YAMLs (docs/lm-eval-yaml.md): on `run` and `tasks`, spelled both ways as lm-eval does.
+IncludePathOption = typer.Option([], "--include-path", "--include_path", help="a directory of lm-eval task YAMLs "
+                                 "(repeatable; also HARNESS_INCLUDE_PATH=DIR:DIR)")
+
+
+def include_yaml_tasks(paths: list[Path]):
+    """Register the YAML tasks of --include-path directories before any task is looked up; the
+    catalog of what loaded and what was refused (None without the option)."""
+    if not paths and not os.environ.get("HARNESS_INCLUDE_PATH"):
+        return None
+    from harness import tasks as catalog
+
+    return catalog.include_paths(paths)

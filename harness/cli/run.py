@@ -11,6 +11,7 @@ import typer
 
 from harness.cli.options import (
     DbOption,
+    IncludePathOption,
     MlflowExperimentOption,
     MlflowOption,
     MlflowRequiredOption,
@@ -18,6 +19,7 @@ from harness.cli.options import (
     check_output_dir,
     check_output_file,
     db_path,
+    include_yaml_tasks,
     mlflow_target,
     publish_to_mlflow,
 )
@@ -103,6 +105,7 @@ def run(
     mlflow_uri: Optional[str] = MlflowUriOption,
     mlflow_required: bool = MlflowRequiredOption,
     mlflow_experiment: Optional[str] = MlflowExperimentOption,
+    include_path: list[Path] = IncludePathOption,
     output_path: Optional[Path] = typer.Option(None, "--output-path", "--output_path",
                                                help="also write lm-eval's files: DIR/MODEL/results_DATE.json and "
                                                     "samples_TASK_DATE.jsonl"),
@@ -111,6 +114,7 @@ def run(
     from harness.core.config import DEFAULT_MODEL, RunConfig
     from harness.run.parallel import evaluate_models
 
+    include_yaml_tasks(include_path)
     suite_name, selections = task_selections(tasks, suite, limit, num_fewshot)
     check_output_file(json_path, "--json")
     if output_path is not None:
@@ -209,15 +213,24 @@ def _print_result(result, db: Optional[Path]) -> None:
 
 
 @commands.command("tasks")
-def tasks_cmd() -> None:
-    """List registered tasks and groups."""
+def tasks_cmd(include_path: list[Path] = IncludePathOption) -> None:
+    """List registered tasks and groups (and, with --include-path, the lm-eval YAMLs refused, with why)."""
     from harness import tasks as catalog
+
+    yaml_catalog = include_yaml_tasks(include_path)
 
     for name in catalog.group_names():
         typer.echo(f"{name}\t(group of {len(catalog.expand([name]))} tasks)")
+    for name in catalog.tag_names():
+        typer.echo(f"{name}\t(tag of {len(catalog.expand([name]))} tasks, no aggregate)")
     for name in catalog.task_names():
         task = catalog.get_task(name)
         typer.echo(f"{name}\tv{task.version}\t{task.default_fewshot}-shot\t{','.join(task.request_kinds)}")
+    if yaml_catalog is not None:
+        for refusal in yaml_catalog.refused:
+            typer.echo(f"refused\t{refusal.name or '-'}\t{refusal.message}")
+        typer.echo(f"lm-eval YAML: {len(yaml_catalog.tasks)} tasks loaded, {len(yaml_catalog.refused)} refused, "
+                   f"{len(yaml_catalog.skipped)} files skipped (include-only or duplicate)")
 
 
 @commands.command()

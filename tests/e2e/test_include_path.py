@@ -1,0 +1,105 @@
+"""`harness tasks|run --include-path DIR` on a tiny lm-eval YAML task the test writes (embedded model, one short run)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import harness_cli
+
+ENV = {"HARNESS_DATA_SOURCE": "fixture"}
+TASK_YAML = """task: my_task
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: docs.jsonl
+test_split: test
+output_type: multiple_choice
+doc_to_text: "Question: {{question}}\\nAnswer:"
+doc_to_target: "{{label}}"
+doc_to_choice: "{{choices}}"
+metric_list:
+  - metric: acc
+  - metric: acc_norm
+metadata:
+  version: 2.0
+"""
+DOCS = [{"question": "What colour is the sky?", "choices": ["blue", "green"], "label": 0},
+        {"question": "How many legs has a cat?", "choices": ["three", "four"], "label": 1},
+        {"question": "Is water wet?", "choices": ["yes", "no"], "label": 0}]
+
+
+def tasks_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "my_lm_eval_tasks"
+    folder.mkdir()
+    (folder / "my_task.yaml").write_text(TASK_YAML)
+    (folder / "docs.jsonl").write_text("".join(json.dumps(d) + "\n" for d in DOCS))
+    (folder / "refused.yaml").write_text(TASK_YAML.replace("my_task", "my_refused").replace("acc_norm", "bleu"))
+    (folder / "hellaswag.yaml").write_text(TASK_YAML.replace("my_task", "hellaswag"))
+    return folder
+
+
+def test_tasks_lists_loaded_refused_and_namespaced(tmp_path):
+    folder = tasks_dir(tmp_path)
+    result = harness_cli("tasks", "--include_path", str(folder), env=ENV)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("my_task\tv2.0+yaml.") for line in lines)
+    assert any(line.startswith("hellaswag\tv1.0\t") for line in lines)  # the native task stays
+    assert any(line.startswith("lm_eval/hellaswag\tv2.0+yaml.") for line in lines)
+    refused = [line for line in lines if line.startswith("refused\tmy_refused\t")]
+    assert len(refused) == 1 and "metric_list[1]: metric bleu aggregates by bleu" in refused[0]
+
+
+def test_run_include_path_task_and_record_version(tmp_path):
+    folder, db, out = tasks_dir(tmp_path), tmp_path / "r.duckdb", tmp_path / "out.json"
+    result = harness_cli("run", "--include-path", str(folder), "--tasks", "my_task", "--limit", "2", "--db", str(db),
+                         "--json", str(out), "--no-progress", env=ENV)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(out.read_text())
+    assert summary["tasks"]["my_task"]["acc"]["n"] == 2
+    shown = harness_cli("show", summary["run_id"], "--db", str(db))
+    assert "task my_task: v2.0+yaml." in shown.stdout and "2 docs" in shown.stdout
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path):
+    folder = tasks_dir(tmp_path)
+    (folder / "broken.yaml").write_text("task: broken\ninclude: nowhere.yaml\n")
+    (folder / "strict.yaml").write_text(TASK_YAML.replace("my_task", "strict").replace("{{question}}", "{{qestion}}"))
+    db = tmp_path / "never.duckdb"
+    cases = {"my_refused": "metric bleu aggregates by bleu", "broken": "include: included file nowhere.yaml does not exist",
+             "strict": "doc_to_text: template", "nope_task": "unknown task: nope_task"}
+    for task, message in cases.items():
+        result = harness_cli("run", "--include-path", str(folder), "--tasks", task, "--db", str(db), env=ENV)
+        assert result.returncode == 2, (task, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, (task, result.stderr)
+    missing = harness_cli("tasks", "--include-path", str(tmp_path / "absent"), env=ENV)
+    assert missing.returncode == 2 and "is not a directory" in missing.stderr
+    assert not db.exists()
+
+
+def test_lm_evals_own_task_folder_against_a_hub_mirror(tmp_path):
+    """The issue's command: lm-eval's shipped YAMLs as they are, reading hub-schema data from HARNESS_HUB_MIRROR.
+
+    lm-eval's arc_easy collides with the native task and runs as lm_eval/arc_easy; gsm8k_cot_zeroshot has no
+    native twin and keeps its name. The mirror holds fixture documents in the hub's layout (a README with configs)."""
+    import lm_eval
+
+    from tests.unit.test_tasks import _write_hub_repo, fixture_dataset
+
+    arc, gsm = fixture_dataset("arc_easy"), fixture_dataset("gsm8k")
+    mirror = tmp_path / "hub"
+    _write_hub_repo(mirror / "allenai" / "ai2_arc", {"ARC-Easy": {"test": arc.docs[:3], "validation": arc.docs[3:5],
+                                                                  "train": arc.docs[5:8]}})
+    _write_hub_repo(mirror / "openai" / "gsm8k", {"main": {"test": gsm.docs[:2], "train": gsm.fewshot_docs[:2]}})
+    db, out = tmp_path / "r.duckdb", tmp_path / "out.json"
+    env = {"HARNESS_HUB_MIRROR": str(mirror), "HARNESS_DATA_SOURCE": "hub", "HF_DATASETS_CACHE": str(tmp_path / "cache")}
+    result = harness_cli("run", "--include-path", str(Path(lm_eval.__file__).parent / "tasks"), "--tasks",
+                         "lm_eval/arc_easy,gsm8k_cot_zeroshot", "--limit", "1", "--db", str(db), "--json", str(out),
+                         "--no-progress", env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(out.read_text())
+    assert summary["tasks"]["lm_eval/arc_easy"]["acc"]["n"] == 1
+    assert set(summary["tasks"]["gsm8k_cot_zeroshot"]) == {"exact_match,strict-match", "exact_match,flexible-extract"}
+    shown = harness_cli("show", summary["run_id"], "--db", str(db))
+    assert "source hub:allenai/ai2_arc" in shown.stdout and "source hub:openai/gsm8k" in shown.stdout, shown.stdout
