@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -55,3 +56,18 @@ def harness_cli(*args: str, env: dict | None = None, timeout: float = 600) -> su
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "results.duckdb"
+
+
+def write_hub_repo(root: Path, configs: dict[str, dict[str, list[dict]]]) -> None:
+    """A local dataset repo like the hub's: README with `configs`, one jsonl per config and split."""
+    """A dataset repository as the hub lays it out (a README with configs, one jsonl per split): a local
+    HARNESS_HUB_MIRROR entry that `datasets.load_dataset(dir, config)` reads."""
+    lines = ["---", "configs:"]
+    for config, splits in configs.items():
+        lines += [f"- config_name: {config}", "  data_files:"]
+        for split, rows in splits.items():
+            path = root / config / f"{split}-00000-of-00001.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            lines += [f"  - split: {split}", f"    path: {config}/{split}-*"]
+    (root / "README.md").write_text("\n".join(lines + ["---", ""]))

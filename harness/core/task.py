@@ -18,7 +18,10 @@ from typing import Any, Literal
 
 from harness.core.requests import Request, Response
 
-Aggregation = Literal["mean"]
+# "mean": of per-document values; the others are lm-eval's corpus aggregations over per-document
+# items (harness.scoring.corpus, ported from lm_eval/api/metrics.py).
+Aggregation = Literal["mean", "perplexity", "weighted_perplexity", "bits_per_byte", "f1", "matthews_corrcoef",
+                      "brier_score", "bleu", "chrf", "chrf++", "ter"]
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from harness.run.ray_cluster import REMOTE_BACKENDS, ray_session
 from harness.run.ray_pool import RayBackend
 from harness.run.scheduler import Scheduler, ScheduleStats
 from harness.scoring import code as code_eval
+from harness.scoring.corpus import corpus_aggregate
 from harness.scoring.stats import Aggregate, mean_with_stderr, pooled
 from harness.store.db import MetricRow, SampleRow, Store
 
@@ -90,7 +91,12 @@ class SampleWriter:
 def _task_aggregates(store: Store, run_id: str, p: PreparedTask) -> dict[str, Aggregate]:
     frame = store.sample_metrics(run_id, p.task.name)
     per_doc = [json.loads(m) for m in frame["metrics"]]
-    return {spec.name: mean_with_stderr([d[spec.name] for d in per_doc if d.get(spec.name) is not None]) for spec in p.task.metrics}
+    out: dict[str, Aggregate] = {}
+    for spec in p.task.metrics:
+        values = [d[spec.name] for d in per_doc if d.get(spec.name) is not None]
+        # a mean of per-document values, or lm-eval's corpus aggregation of per-document items
+        out[spec.name] = mean_with_stderr(values) if spec.aggregation == "mean" else corpus_aggregate(spec.aggregation, values)
+    return out
 
 
 def aggregate_run(store: Store, run_id: str, prepared: list[PreparedTask]) -> tuple[list[MetricRow], dict[str, str]]:
@@ -101,6 +107,8 @@ def aggregate_run(store: Store, run_id: str, prepared: list[PreparedTask]) -> tu
         leaves = catalog.expand([group.name])
         common = set.intersection(*(set(by_task[t]) for t in leaves))
         for metric in sorted(common):
+            # lm-eval's aggregate_subtask_metrics for every metric, corpus ones included: the mean of the
+            # subtasks' values weighted by size; a corpus metric has no stderr, so neither has its group
             a = pooled([by_task[t][metric] for t in leaves], weight_by_size=group.weight_by_size)
             rows.append(MetricRow(group.name, metric, a.value, a.stderr, a.ci_low, a.ci_high, a.n))
         groups[group.name] = "weighted by subtask size" if group.weight_by_size else "unweighted mean of subtasks"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import harness_cli
 
 ENV = {"HARNESS_DATA_SOURCE": "fixture"}
@@ -34,7 +36,7 @@ def tasks_dir(tmp_path: Path) -> Path:
     folder.mkdir()
     (folder / "my_task.yaml").write_text(TASK_YAML)
     (folder / "docs.jsonl").write_text("".join(json.dumps(d) + "\n" for d in DOCS))
-    (folder / "refused.yaml").write_text(TASK_YAML.replace("my_task", "my_refused").replace("acc_norm", "bleu"))
+    (folder / "refused.yaml").write_text(TASK_YAML.replace("my_task", "my_refused").replace("acc_norm", "not_a_metric"))
     (folder / "hellaswag.yaml").write_text(TASK_YAML.replace("my_task", "hellaswag"))
     return folder
 
@@ -48,7 +50,7 @@ def test_tasks_lists_loaded_refused_and_namespaced(tmp_path):
     assert any(line.startswith("hellaswag\tv1.0\t") for line in lines)  # the native task stays
     assert any(line.startswith("lm_eval/hellaswag\tv2.0+yaml.") for line in lines)
     refused = [line for line in lines if line.startswith("refused\tmy_refused\t")]
-    assert len(refused) == 1 and "metric_list[1]: metric bleu aggregates by bleu" in refused[0]
+    assert len(refused) == 1 and "metric_list[1]: unknown metric not_a_metric for multiple_choice" in refused[0]
 
 
 def test_run_include_path_task_and_record_version(tmp_path):
@@ -67,7 +69,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
     (folder / "broken.yaml").write_text("task: broken\ninclude: nowhere.yaml\n")
     (folder / "strict.yaml").write_text(TASK_YAML.replace("my_task", "strict").replace("{{question}}", "{{qestion}}"))
     db = tmp_path / "never.duckdb"
-    cases = {"my_refused": "metric bleu aggregates by bleu", "broken": "include: included file nowhere.yaml does not exist",
+    cases = {"my_refused": "unknown metric not_a_metric for multiple_choice", "broken": "include: included file nowhere.yaml does not exist",
              "strict": "doc_to_text: template", "nope_task": "unknown task: nope_task"}
     for task, message in cases.items():
         result = harness_cli("run", "--include-path", str(folder), "--tasks", task, "--db", str(db), env=ENV)
@@ -85,13 +87,14 @@ def test_lm_evals_own_task_folder_against_a_hub_mirror(tmp_path):
     native twin and keeps its name. The mirror holds fixture documents in the hub's layout (a README with configs)."""
     import lm_eval
 
-    from tests.unit.test_tasks import _write_hub_repo, fixture_dataset
+    from tests.conftest import write_hub_repo
+    from tests.unit.test_tasks import fixture_dataset
 
     arc, gsm = fixture_dataset("arc_easy"), fixture_dataset("gsm8k")
     mirror = tmp_path / "hub"
-    _write_hub_repo(mirror / "allenai" / "ai2_arc", {"ARC-Easy": {"test": arc.docs[:3], "validation": arc.docs[3:5],
+    write_hub_repo(mirror / "allenai" / "ai2_arc", {"ARC-Easy": {"test": arc.docs[:3], "validation": arc.docs[3:5],
                                                                   "train": arc.docs[5:8]}})
-    _write_hub_repo(mirror / "openai" / "gsm8k", {"main": {"test": gsm.docs[:2], "train": gsm.fewshot_docs[:2]}})
+    write_hub_repo(mirror / "openai" / "gsm8k", {"main": {"test": gsm.docs[:2], "train": gsm.fewshot_docs[:2]}})
     db, out = tmp_path / "r.duckdb", tmp_path / "out.json"
     env = {"HARNESS_HUB_MIRROR": str(mirror), "HARNESS_DATA_SOURCE": "hub", "HF_DATASETS_CACHE": str(tmp_path / "cache")}
     result = harness_cli("run", "--include-path", str(Path(lm_eval.__file__).parent / "tasks"), "--tasks",
@@ -103,3 +106,51 @@ def test_lm_evals_own_task_folder_against_a_hub_mirror(tmp_path):
     assert set(summary["tasks"]["gsm8k_cot_zeroshot"]) == {"exact_match,strict-match", "exact_match,flexible-extract"}
     shown = harness_cli("show", summary["run_id"], "--db", str(db))
     assert "source hub:allenai/ai2_arc" in shown.stdout and "source hub:openai/gsm8k" in shown.stdout, shown.stdout
+
+
+ROLLING_YAML = """task: my_rolling
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: pages.jsonl
+test_split: test
+output_type: loglikelihood_rolling
+doc_to_text: ""
+doc_to_target: "{{page}}"
+metric_list:
+  - metric: word_perplexity
+  - metric: byte_perplexity
+  - metric: bits_per_byte
+metadata:
+  version: 1.0
+"""
+PAGES = [{"page": "The cat sat on the mat. It was a sunny day, and the cat was happy."},
+         {"page": "Water boils at one hundred degrees Celsius at sea level."}]
+
+
+def test_a_rolling_loglikelihood_task_runs_with_lm_evals_corpus_aggregations(tmp_path):
+    """loglikelihood_rolling through the real model: the stored corpus metrics are lm-eval's aggregations of the
+    stored per-document items (weighted_perplexity, bits_per_byte), and none is paired per document."""
+    import math
+
+    import duckdb
+
+    folder = tmp_path / "rolling"
+    folder.mkdir()
+    (folder / "my_rolling.yaml").write_text(ROLLING_YAML)
+    (folder / "pages.jsonl").write_text("".join(json.dumps(p) + "\n" for p in PAGES))
+    db, out = tmp_path / "r.duckdb", tmp_path / "out.json"
+    result = harness_cli("run", "--include-path", str(folder), "--tasks", "my_rolling", "--db", str(db), "--json", str(out),
+                         "--no-progress", env=ENV)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = {m: v["value"] for m, v in json.loads(out.read_text())["tasks"]["my_rolling"].items()}
+    con = duckdb.connect(str(db), read_only=True)
+    items = [json.loads(m) for (m,) in con.execute("SELECT metrics::VARCHAR FROM samples ORDER BY doc_id").fetchall()]
+    con.close()
+    lls = [i["word_perplexity"][0] for i in items]
+    assert all(ll < 0 for ll in lls) and [i["word_perplexity"][1] for i in items] == [len(p["page"].split()) for p in PAGES]
+    words = sum(i["word_perplexity"][1] for i in items)
+    nbytes = sum(len(p["page"].encode()) for p in PAGES)
+    assert metrics["word_perplexity"] == pytest.approx(math.exp(-sum(lls) / words), rel=1e-12)
+    assert metrics["byte_perplexity"] == pytest.approx(math.exp(-sum(lls) / nbytes), rel=1e-12)
+    assert metrics["bits_per_byte"] == pytest.approx(-sum(lls) / nbytes / math.log(2), rel=1e-12)

@@ -106,14 +106,18 @@ def test_strict_undefined_at_build_names_file_and_key(tmp_path):
 
 
 @pytest.mark.parametrize("extra, key, reason", [
-    ("metric_list:\n  - metric: bleu\n", "metric_list[0]", "aggregates by bleu"),
+    ("metric_list:\n  - metric: bleu\n", "metric_list[0]", "unknown metric bleu for multiple_choice"),
+    ("metric_list:\n  - metric: f1\n    aggregation: mean\n", "metric_list[0].aggregation",
+     "aggregation 'mean' is not supported for f1 (f1 only)"),
+    ("process_results: !function utils.process_results\n", "process_results", "custom process_results is not supported"),
     ("metric_list:\n  - metric: nonsense\n", "metric_list[0]", "unknown metric nonsense"),
     ("output_type: generate_until\nfilter_list:\n  - name: f\n    filter:\n      - function: nope\n", "filter_list[0].filter[0]",
      "unknown filter 'nope'"),
     ("process_docs: !function utils.process_docs\n", "process_docs", "utils.py not found"),
     ("doc_to_text: '{{ unclosed'\n", "doc_to_text", "Jinja syntax error"),
     ("bogus_key: 1\n", "bogus_key", "unknown key"),
-    ("output_type: loglikelihood_rolling\n", "output_type", "aggregate over the corpus"),
+    ("output_type: loglikelihood_rolling\nmetric_list:\n  - metric: acc\n", "metric_list[0]",
+     "unknown metric acc for loglikelihood_rolling"),
     ("generation_kwargs: {until: [x], top_p: 0.9}\noutput_type: generate_until\n", "generation_kwargs", "top_p not supported"),
 ])
 def test_unsupported_configs_are_refused_with_file_and_key(tmp_path, extra, key, reason):

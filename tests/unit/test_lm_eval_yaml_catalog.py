@@ -39,6 +39,9 @@ def test_every_shipped_yaml_is_loaded_or_refused():
         print(f"{count:6d}  {reason}")
     assert len(catalog.tasks) > 1000 and catalog.refused
     assert {"lm_eval/arc_easy", "arc_challenge", "lm_eval/gsm8k", "lm_eval/hellaswag"} <= set(catalog.tasks)
+    # corpus-level metrics load (wikitext through its ported !functions); none is refused for its aggregation
+    assert "wikitext" in catalog.tasks and catalog.tasks["wikitext"].output_type == "loglikelihood_rolling"
+    assert not any("mean only" in r.message or "aggregation '" in r.message for r in catalog.refused)
     assert all(r.message and "\n" not in r.message for r in catalog.refused)
     # every file is accounted for: loaded, refused, skipped, or a group kept as a tag (no aggregate_metric_list)
     unaccounted = {p.resolve() for p in files} - seen

@@ -29,6 +29,7 @@ from harness.taskkit.formats import clear_dataset_cache
 from harness.tasks import gsm8k as gsm8k_mod
 from harness.tasks import hellaswag as hellaswag_mod
 from harness.tasks import mmlu as mmlu_mod
+from tests.conftest import write_hub_repo
 
 LM_TASKS = Path(lm_eval.__file__).parent / "tasks"
 SEED = 1234
@@ -345,26 +346,13 @@ def test_hellaswag_mirror_schema_is_reconstructed(tmp_path: Path, monkeypatch: p
         catalog.get_task("hellaswag").build(dataset, 1, 2, SEED)
 
 
-def _write_hub_repo(root: Path, configs: dict[str, dict[str, list[dict]]]) -> None:
-    """A local dataset repo like the hub's: README with `configs`, one jsonl per config and split."""
-    lines = ["---", "configs:"]
-    for config, splits in configs.items():
-        lines += [f"- config_name: {config}", "  data_files:"]
-        for split, rows in splits.items():
-            path = root / config / f"{split}-00000-of-00001.jsonl"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-            lines += [f"  - split: {split}", f"    path: {config}/{split}-*"]
-    (root / "README.md").write_text("\n".join(lines + ["---", ""]))
-
-
 def test_hub_path_against_a_local_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     mmlu = fixture_dataset("mmlu_anatomy")
     gsm = fixture_dataset("gsm8k")
     hella_raw = raw_jsonl(FIXTURE_DIR / "hellaswag" / "hellaswag_val.jsonl")
-    _write_hub_repo(tmp_path / "cais" / "mmlu", {"anatomy": {"test": mmlu.docs, "dev": mmlu.fewshot_docs}})
-    _write_hub_repo(tmp_path / "openai" / "gsm8k", {"main": {"test": gsm.docs[:5], "train": gsm.fewshot_docs[:5]}})
-    _write_hub_repo(tmp_path / "Rowan" / "hellaswag", {"default": {"validation": hella_raw[:5], "train": hella_raw[5:8]}})
+    write_hub_repo(tmp_path / "cais" / "mmlu", {"anatomy": {"test": mmlu.docs, "dev": mmlu.fewshot_docs}})
+    write_hub_repo(tmp_path / "openai" / "gsm8k", {"main": {"test": gsm.docs[:5], "train": gsm.fewshot_docs[:5]}})
+    write_hub_repo(tmp_path / "Rowan" / "hellaswag", {"default": {"validation": hella_raw[:5], "train": hella_raw[5:8]}})
     monkeypatch.setenv("HARNESS_HUB_MIRROR", str(tmp_path))
     monkeypatch.setenv("HARNESS_DATA_SOURCE", "hub")
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))

@@ -29,6 +29,7 @@ from harness.scoring import math_equivalence
 from harness.taskkit.data import forced_source
 from harness.taskkit.formats import clear_dataset_cache
 from harness.tasks import bbh, hendrycks_math, minerva_math
+from tests.conftest import write_hub_repo
 
 LM_TASKS = Path(lm_eval.__file__).parent / "tasks"
 SEED = 1234
@@ -213,18 +214,6 @@ MATH_ROWS = [
     {"problem": "Solve $x^2=4$, $x>0$.\n\nGive $x$.", "solution": "So $x=\\boxed{2}$ inches.", "level": "Level 2", "type": "Algebra"},
     {"problem": "Find the interval.", "solution": "It is $\\boxed{[2,5)}$.", "level": "Level 3", "type": "Algebra"},
 ]
-
-
-def write_hub_repo(root: Path, configs: dict[str, dict[str, list[dict]]]) -> None:
-    lines = ["---", "configs:"]
-    for config, splits in configs.items():
-        lines += [f"- config_name: {config}", "  data_files:"]
-        for split, rows in splits.items():
-            path = root / config / f"{split}-00000-of-00001.jsonl"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-            lines += [f"  - split: {split}", f"    path: {config}/{split}-*"]
-    (root / "README.md").write_text("\n".join(lines + ["---", ""]))
 
 
 @pytest.fixture()

@@ -6,11 +6,14 @@
   target; gen_prefix joined as `maybe_delimit` does), then the document's text (+ gen_prefix);
 - requests: `construct_requests`: multiple_choice -> one Loglikelihood(ctx, target_delimiter +
   choice) per choice; loglikelihood -> Loglikelihood(ctx, target); generate_until -> one
-  Generate(ctx, stop=until, max_tokens=max_gen_toks, temperature, n=repeats);
+  Generate(ctx, stop=until, max_tokens=max_gen_toks, temperature, n=repeats); loglikelihood_rolling ->
+  LoglikelihoodRolling(target), no context;
 - scores: `process_results`: acc / acc_norm (by characters) / acc_bytes / exact_match
   (is_greedy of the gold choice) for multiple choice, acc (is_greedy) for loglikelihood, and for
   generation each filter pipeline then exact_match with the metric's options, reported as
-  `"<metric>,<filter>"`.
+  `"<metric>,<filter>"`; corpus metrics (perplexity, word/byte perplexity, bits_per_byte, f1, mcc,
+  brier_score, bleu, chrf, chrf++, ter) store lm-eval's per-document item, which
+  `harness.scoring.corpus` aggregates.
 
 The few-shot sampler is lm-eval's (`harness.taskkit.fewshot`): one sampler per build, seeded with
 the run seed, drawing in document order; the evaluated doc is excluded when the few-shot split
@@ -22,11 +25,14 @@ file and key when met): multiple-input tasks (doc_to_text giving a choice index)
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from harness.core.requests import Generate, Loglikelihood, LoglikelihoodResult, Request, Response
+import numpy as np
+
+from harness.core.requests import Generate, Loglikelihood, LoglikelihoodResult, LoglikelihoodRolling, Request, Response
 from harness.core.task import Dataset, Instance, MetricSpec, ScoreContext, Scored, Task
 from harness.scoring.filters import ExactMatchOptions, exact_match, truncate_at_stop
 from harness.taskkit.fewshot import make_sampler
@@ -129,10 +135,11 @@ def _requests(spec: TaskSpec, f: dict[str, Field | None], doc: dict, context: st
     if spec.output_type == "multiple_choice":
         choices = _choices(spec, f, doc)
         return tuple(Loglikelihood(context, spec.target_delimiter + c) for c in choices), _target_text(target, choices)
-    if spec.output_type == "loglikelihood":
+    if spec.output_type in ("loglikelihood", "loglikelihood_rolling"):
         if not isinstance(target, str):
-            raise YamlRefusal(spec.source, "doc_to_target", f"loglikelihood needs a text target, got {target!r}"[:200])
-        return (Loglikelihood(context, target),), target
+            raise YamlRefusal(spec.source, "doc_to_target", f"{spec.output_type} needs a text target, got {target!r}"[:200])
+        rolling = spec.output_type == "loglikelihood_rolling"  # lm-eval's arguments: (doc_to_target(doc),), no context
+        return ((LoglikelihoodRolling(target),) if rolling else (Loglikelihood(context, target),)), target
     gen_choices = _choices(spec, f, doc) if f["doc_to_choice"] is not None else None
     request = Generate(prompt=context, stop=spec.stop, max_tokens=spec.max_tokens, temperature=spec.temperature, n=spec.repeats)
     return (request,), _target_text(target, gen_choices)
@@ -145,7 +152,12 @@ def build(spec: TaskSpec, dataset: Dataset, limit: int | None, num_fewshot: int,
     sampler = make_sampler("first_n" if spec.fewshot.sampler == "first_n" else "random", dataset.fewshot_docs, seed)
     exclude = spec.fewshot.split == spec.data.test_split
     instances = []
+    rolling = spec.output_type == "loglikelihood_rolling"
     for doc_id, doc in enumerate(docs):
+        if rolling:  # the model sees the target text alone; lm-eval builds a context it does not use
+            requests, target = _requests(spec, f, doc, "")
+            instances.append(Instance(doc_id=doc_id, doc=doc, prompt=target, target=target, requests=requests))
+            continue
         shots = sampler.sample(num_fewshot, doc if exclude else None) if num_fewshot > 0 else []
         context = _context(spec, f, doc, shots)
         requests, target = _requests(spec, f, doc, context)
@@ -175,9 +187,11 @@ def score_multiple_choice(spec: TaskSpec, instance: Instance, responses: list[Re
     gold = _gold_index(_call(spec, "doc_to_target", spec.doc_to_target.with_features(instance.doc).target, instance.doc), choices)
     preds = {"acc": _argmax(lls), "acc_norm": _argmax([_divide(ll, float(len(c))) for ll, c in zip(lls, choices)]),
              "acc_bytes": _argmax([_divide(ll, float(len(c.encode("utf-8")))) for ll, c in zip(lls, choices)])}
-    values: dict[str, float] = {}
+    values: dict[str, Any] = {}
     for m in spec.metrics:
-        if m.name == "exact_match":
+        if m.name in ("f1", "mcc", "brier_score"):
+            values[m.name] = _mc_item(spec, m.name, gold, preds["acc"], lls)
+        elif m.name == "exact_match":
             hit = any(greedy[i] if i != -100 else 0 for i in gold) if isinstance(gold, list) else (gold != -100 and greedy[gold])
             values[m.name] = float(int(bool(hit)))
         else:
@@ -187,11 +201,51 @@ def score_multiple_choice(spec: TaskSpec, instance: Instance, responses: list[Re
                   loglikelihoods=lls)
 
 
+def _softmax(lls: list[float]) -> list[float]:
+    """lm_eval/utils.py:softmax."""
+    x = np.asarray(lls, dtype=float)
+    e_x = np.exp(x - np.max(x))
+    return [float(v) for v in e_x / e_x.sum()]
+
+
+def _mc_item(spec: TaskSpec, name: str, gold: Any, pred: int, lls: list[float]) -> list:
+    """process_results' item for a corpus metric of multiple choice: (gold, pred), or (gold, softmax(lls)) for brier_score."""
+    if isinstance(gold, list):
+        raise YamlRefusal(spec.source, "doc_to_target", f"metric {name} needs one gold index per document, got {gold!r}"[:200])
+    return [int(gold), _softmax(lls) if name == "brier_score" else int(pred)]
+
+
 def score_loglikelihood(spec: TaskSpec, instance: Instance, responses: list[Response], context: ScoreContext) -> Scored:
+    """process_results for loglikelihood: perplexity's item is [ll] (harness.scoring.corpus), acc is is_greedy."""
     r = responses[0]
     result = r if isinstance(r, LoglikelihoodResult) else LoglikelihoodResult(float(r[0]), bool(r[1]))  # type: ignore[index]
-    return Scored(metrics={"acc": float(int(result.is_greedy))}, response=[[result.logprob, result.is_greedy]],
+    values: dict[str, Any] = {"perplexity": [result.logprob], "acc": float(int(result.is_greedy))}
+    return Scored(metrics={m.name: values[m.name] for m in spec.metrics}, response=[[result.logprob, result.is_greedy]],
                   loglikelihoods=[result.logprob])
+
+
+def count_words(text: str) -> int:
+    """lm_eval/api/task.py:ConfigurableTask.count_words."""
+    return len(re.split(r"\s+", text))
+
+
+def count_bytes(text: str) -> int:
+    """lm_eval/api/task.py:ConfigurableTask.count_bytes."""
+    return len(text.encode("utf-8"))
+
+
+def score_rolling(spec: TaskSpec, instance: Instance, responses: list[Response], context: ScoreContext) -> Scored:
+    """process_results for loglikelihood_rolling: items [ll, words] / [ll, bytes], or the ported process_results'."""
+    ll = float(responses[0])  # type: ignore[arg-type]
+    values: dict[str, Any]
+    if spec.process_results is not None:
+        values = {k: list(v) for k, v in spec.process_results(instance.doc, (ll,)).items()}
+    else:
+        text = instance.target
+        words, nbytes = count_words(text), count_bytes(text)
+        values = {"word_perplexity": [ll, words], "byte_perplexity": [ll, nbytes], "bits_per_byte": [ll, nbytes]}
+    return Scored(metrics={m.name: values[m.name] for m in spec.metrics if m.name in values}, response=ll,
+                  loglikelihoods=[ll])
 
 
 def _options(metric: MetricConfig) -> ExactMatchOptions:
@@ -209,25 +263,34 @@ def score_generate(spec: TaskSpec, instance: Instance, responses: list[Response]
     if spec.doc_to_choice is not None:
         gold = _choices(spec, {"doc_to_choice": spec.doc_to_choice.with_features(doc)}, doc)[gold]
     golds = [str(g) for g in gold] if isinstance(gold, list) else [str(gold)]
-    metrics: dict[str, float] = {}
+    metrics: dict[str, Any] = {}
     extracted: dict[str, Any] = {}
     for pipeline in spec.filters:
         answer = pipeline.apply(texts, doc)
         extracted[pipeline.name] = answer
         for m in spec.metrics:
+            key = f"{m.name},{pipeline.name}"
+            if m.aggregation != "mean":  # a corpus metric's item: [reference, prediction], lm-eval's [gold, result]
+                if isinstance(gold, list):
+                    raise YamlRefusal(spec.source, "doc_to_target", f"metric {m.name} needs one reference per document")
+                metrics[key] = [str(gold), str(answer)]
+                continue
             hits = [exact_match(str(answer), g, _options(m)) for g in golds]
-            metrics[f"{m.name},{pipeline.name}"] = 1.0 if any(hits) else 0.0
+            metrics[key] = 1.0 if any(hits) else 0.0
     response = [raw] if isinstance(raw, str) else list(raw)  # type: ignore[arg-type]
     return Scored(metrics=metrics, response=response, extracted=json.dumps(extracted, ensure_ascii=False, default=str))
 
 
 def metric_names(spec: TaskSpec) -> tuple[MetricSpec, ...]:
     if spec.output_type == "generate_until":
-        return tuple(MetricSpec(f"{m.name},{p.name}", m.higher_is_better) for p in spec.filters for m in spec.metrics)
-    return tuple(MetricSpec(m.name, m.higher_is_better) for m in spec.metrics)
+        return tuple(MetricSpec(f"{m.name},{p.name}", m.higher_is_better, m.aggregation) for p in spec.filters
+                     for m in spec.metrics)
+    return tuple(MetricSpec(m.name, m.higher_is_better, m.aggregation) for m in spec.metrics)
 
 
-_SCORERS = {"multiple_choice": score_multiple_choice, "loglikelihood": score_loglikelihood, "generate_until": score_generate}
+_SCORERS = {"multiple_choice": score_multiple_choice, "loglikelihood": score_loglikelihood, "generate_until": score_generate,
+            "loglikelihood_rolling": score_rolling}
+_KINDS = {"generate_until": ("generate",), "loglikelihood_rolling": ("loglikelihood_rolling",)}
 
 
 def make_task(spec: TaskSpec) -> Task:
@@ -236,5 +299,5 @@ def make_task(spec: TaskSpec) -> Task:
         name=spec.name, version=spec.harness_version, load=partial(source.load, spec), build=partial(build, spec),
         score=partial(_SCORERS[spec.output_type], spec), metrics=metric_names(spec), default_fewshot=spec.num_fewshot,
         tags=spec.tags, description=f"lm-eval YAML {spec.source}",
-        request_kinds=("generate",) if spec.output_type == "generate_until" else ("loglikelihood",),
+        request_kinds=_KINDS.get(spec.output_type, ("loglikelihood",)),
     )

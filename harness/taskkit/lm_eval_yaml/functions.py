@@ -19,8 +19,9 @@ from typing import Any, Literal
 from harness.taskkit.lm_eval_yaml.parse import FunctionRef
 
 # process_docs: list of docs -> list of docs (lm-eval's datasets.Dataset -> datasets.Dataset);
-# doc: one doc -> a value (doc_to_text / doc_to_target / doc_to_choice).
-FunctionKind = Literal["process_docs", "doc"]
+# doc: one doc -> a value (doc_to_text / doc_to_target / doc_to_choice);
+# process_results: (doc, results) -> {metric: value or item} (loglikelihood_rolling tasks only).
+FunctionKind = Literal["process_docs", "doc", "process_results"]
 
 
 @dataclass(frozen=True)

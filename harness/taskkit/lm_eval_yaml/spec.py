@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.core.task import Aggregation
 from harness.scoring.filters import StepPipeline, check_filter
 from harness.taskkit.lm_eval_yaml import functions as fnmod
 from harness.taskkit.lm_eval_yaml.jinja import Field, check_syntax
@@ -23,14 +24,32 @@ OUTPUT_TYPES = ("multiple_choice", "generate_until", "loglikelihood", "loglikeli
 DEFAULT_METRICS = {"loglikelihood": ("perplexity", "acc"), "multiple_choice": ("acc", "acc_norm"),
                    "generate_until": ("exact_match",),
                    "loglikelihood_rolling": ("word_perplexity", "byte_perplexity", "bits_per_byte")}
-# Metrics whose per-document value harness computes and lm-eval aggregates by the mean.
-MEAN_METRICS = {"multiple_choice": {"acc", "acc_norm", "acc_bytes", "exact_match"}, "loglikelihood": {"acc"},
-                "generate_until": {"exact_match"}, "loglikelihood_rolling": set()}
-# lm-eval metrics whose aggregation is over the corpus, not a mean of per-document values.
-CORPUS_AGGREGATION = {"perplexity": "perplexity", "word_perplexity": "weighted_perplexity",
-                      "byte_perplexity": "weighted_perplexity", "bits_per_byte": "bits_per_byte", "f1": "f1",
-                      "mcc": "matthews_corrcoef", "bleu": "bleu", "chrf": "chrf", "chrf++": "chrf++", "ter": "ter",
-                      "brier_score": "brier_score"}
+MC, LL, GEN, ROLLING = "multiple_choice", "loglikelihood", "generate_until", "loglikelihood_rolling"
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """A metric of lm_eval/api/metrics.py's registry that harness computes: the output types whose
+    process_results produce it, its aggregation (harness.scoring.corpus for all but the mean) and
+    its `higher_is_better` default."""
+
+    output_types: frozenset[str]
+    aggregation: Aggregation
+    higher_is_better: bool = True
+
+
+def _info(types: str, aggregation: Aggregation, higher_is_better: bool = True) -> MetricInfo:
+    return MetricInfo(frozenset(types.split()), aggregation, higher_is_better)
+
+
+METRICS = {
+    "acc": _info(f"{MC} {LL}", "mean"), "acc_norm": _info(MC, "mean"), "acc_bytes": _info(MC, "mean"),
+    "exact_match": _info(f"{MC} {GEN}", "mean"), "perplexity": _info(LL, "perplexity", False),
+    "word_perplexity": _info(ROLLING, "weighted_perplexity", False),
+    "byte_perplexity": _info(ROLLING, "weighted_perplexity", False), "bits_per_byte": _info(ROLLING, "bits_per_byte", False),
+    "f1": _info(MC, "f1"), "mcc": _info(MC, "matthews_corrcoef"), "brier_score": _info(MC, "brier_score", False),
+    "bleu": _info(GEN, "bleu"), "chrf": _info(GEN, "chrf"), "chrf++": _info(GEN, "chrf++"), "ter": _info(GEN, "ter", False),
+}
 EXACT_MATCH_ARGS = {"regexes_to_ignore", "ignore_case", "ignore_punctuation", "ignore_numbers"}
 GENERATION_ARGS = {"until", "max_gen_toks", "do_sample", "temperature"}
 HUB_KWARGS = {"revision", "trust_remote_code"}
@@ -57,6 +76,7 @@ class MetricConfig:
     name: str
     kwargs: dict
     higher_is_better: bool = True
+    aggregation: Aggregation = "mean"
 
 
 @dataclass(frozen=True)
@@ -118,6 +138,8 @@ class TaskSpec:
     repeats: int = 1
     tags: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # a ported `process_results: !function` (loglikelihood_rolling only): (doc, (ll,)) -> {metric: item}
+    process_results: Callable[[dict, tuple], dict] | None = None
 
     @property
     def harness_version(self) -> str:
@@ -192,19 +214,19 @@ def _metrics(c: _Checker, output_type: str) -> tuple[MetricConfig, ...]:
         name = entry["metric"]
         if entry.get("hf_evaluate"):
             raise c.refuse(key, f"HF evaluate metric {name} is not supported")
-        if name in CORPUS_AGGREGATION:
-            raise c.refuse(key, f"metric {name} aggregates by {CORPUS_AGGREGATION[name]}; harness aggregates by the mean only")
-        if name not in MEAN_METRICS[output_type]:
+        info = METRICS.get(name)
+        if info is None or output_type not in info.output_types:
             raise c.refuse(key, f"unknown metric {name} for {output_type}")
-        agg = entry.get("aggregation", "mean")
-        if agg != "mean":
-            raise c.refuse(f"{key}.aggregation", f"aggregation {agg!r} is not supported (mean only)")
+        agg = entry.get("aggregation", info.aggregation)
+        if agg != info.aggregation:
+            raise c.refuse(f"{key}.aggregation", f"aggregation {agg!r} is not supported for {name} ({info.aggregation} only)")
         kwargs = {k: v for k, v in entry.items() if k not in ("metric", "aggregation", "higher_is_better", "hf_evaluate")}
-        # lm-eval passes metric options only to generate_until metrics (process_results ignores them otherwise)
-        kwargs = kwargs if output_type == "generate_until" else {}
+        # lm-eval passes metric options only to generate_until metrics (process_results ignores them otherwise),
+        # and a corpus metric's passthrough function takes none (lm-eval retries it without them)
+        kwargs = kwargs if output_type == GEN and name == "exact_match" else {}
         if set(kwargs) - EXACT_MATCH_ARGS:
             raise c.refuse(key, f"metric {name} has no option {', '.join(sorted(set(kwargs) - EXACT_MATCH_ARGS))}")
-        out.append(MetricConfig(name, kwargs, bool(entry.get("higher_is_better", True))))
+        out.append(MetricConfig(name, kwargs, bool(entry.get("higher_is_better", info.higher_is_better)), info.aggregation))
     if not out:
         raise c.refuse("metric_list", "no metrics")
     return tuple(out)
@@ -304,6 +326,16 @@ def _generation(c: _Checker, fewshot_delimiter: str) -> tuple[tuple[str, ...], i
     return tuple(until), int(max_tokens), 0.0 if greedy else float(temperature)
 
 
+def _process_results(c: _Checker, output_type: str) -> Callable[[dict, tuple], dict] | None:
+    """A `process_results: !function` ported in the function table (for loglikelihood_rolling), else None
+    (any other process_results is refused as UNSUPPORTED says)."""
+    value = c.cfg.get("process_results")
+    if not isinstance(value, FunctionRef) or output_type != ROLLING:
+        return None
+    ported = fnmod.resolve(value, "process_results", c.functions)
+    return None if isinstance(ported, str) else ported.fn
+
+
 def task_spec(loaded: LoadedYaml, functions: fnmod.FunctionTable, name: str | None = None) -> TaskSpec:
     """The checked TaskSpec of a task YAML (its merged config); `name` overrides the registered name."""
     c = _Checker(loaded, functions)
@@ -311,10 +343,11 @@ def task_spec(loaded: LoadedYaml, functions: fnmod.FunctionTable, name: str | No
     for key in cfg:
         if key not in KNOWN:
             raise c.refuse(key, "unknown key (lm-eval's TaskConfig has no such field)")
-    for key, reason in UNSUPPORTED.items():
-        if cfg.get(key) not in (None, False):
-            raise c.refuse(key, reason)
     output_type = cfg.get("output_type", "generate_until")
+    process_results = _process_results(c, output_type)
+    for key, reason in UNSUPPORTED.items():
+        if cfg.get(key) not in (None, False) and not (key == "process_results" and process_results is not None):
+            raise c.refuse(key, reason)
     if output_type not in OUTPUT_TYPES:
         raise c.refuse("output_type", f"{output_type!r} is not one of {', '.join(OUTPUT_TYPES)}")
     for key in ("metric_list", "filter_list", "generation_kwargs", "dataset_kwargs", "metadata"):
@@ -335,9 +368,6 @@ def task_spec(loaded: LoadedYaml, functions: fnmod.FunctionTable, name: str | No
     repeats = c.typed("repeats", cfg.get("repeats", 1), (int,), "an integer")
     if repeats < 1 or (repeats != 1 and output_type != "generate_until"):
         raise c.refuse("repeats", f"repeats {repeats} is supported for generate_until only (and must be >= 1)")
-    if output_type == "loglikelihood_rolling":
-        raise c.refuse("output_type", "loglikelihood_rolling metrics (word/byte perplexity, bits_per_byte) aggregate "
-                       "over the corpus; harness aggregates by the mean only")
     stop, max_tokens, temperature = _generation(c, fewshot_delimiter) if output_type == "generate_until" else ((), 0, 0.0)
     metadata = c.typed("metadata", cfg.get("metadata"), (dict,), "a mapping") or {}
     tags = cfg.get("tag") or ()
@@ -351,4 +381,5 @@ def task_spec(loaded: LoadedYaml, functions: fnmod.FunctionTable, name: str | No
         gen_prefix=gen_prefix, num_fewshot=num_fewshot, metrics=_metrics(c, output_type),
         filters=_filters(c) if output_type == "generate_until" else (), stop=stop, max_tokens=max_tokens,
         temperature=temperature, repeats=repeats, tags=tuple([tags] if isinstance(tags, str) else tags), notes=notes,
+        process_results=process_results,
     )
