@@ -54,7 +54,7 @@ class Baseline:
     scheme: str = pairing.HARNESS  # lm-eval: keyed ("", prompt_hash), its doc hashes are not ours (decisions.pairing)
 
     def key(self, doc: dict, prompt: str) -> tuple[str, str]:
-        return ("" if self.scheme == pairing.LM_EVAL else sha256_json(doc), sha256_text(prompt))
+        return pairing.sample_key(self.scheme, sha256_json(doc), sha256_text(prompt))
 
 
 @dataclass
@@ -96,8 +96,7 @@ def load_baseline(store: Store, ref: str) -> Baseline:
     scheme = pairing.hash_scheme(info["metadata"])
     values: dict[str, dict[tuple[str, str], dict]] = {}
     for task, _doc_id, doc_hash, prompt_hash, metrics in rows:
-        key = ("" if scheme == pairing.LM_EVAL else doc_hash, prompt_hash)
-        values.setdefault(task, {}).setdefault(key, json.loads(metrics or "{}"))
+        values.setdefault(task, {}).setdefault(pairing.sample_key(scheme, doc_hash, prompt_hash), json.loads(metrics or "{}"))
     selections = [TaskSelection(r.task, int(r.num_fewshot)) for r in info["task_rows"].itertuples() if r.task in values]
     seed = info["seed"]
     if seed is None or seed != seed:  # an imported run may not say (NULL reads back as NaN)

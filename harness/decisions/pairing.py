@@ -34,6 +34,12 @@ def hash_scheme(metadata: object) -> str:
     return LM_EVAL if isinstance(metadata, dict) and metadata.get("hashes") == LM_EVAL else HARNESS
 
 
+def sample_key(scheme: str, doc_hash: str, prompt_hash: str) -> tuple[str, str]:
+    """A sample's key against a baseline hashed by `scheme` and a candidate hashed by harness: the document
+    hash counts only when the baseline's is harness's too (the rule of `pair_key`, for one sample)."""
+    return ("" if scheme == LM_EVAL else doc_hash, prompt_hash)
+
+
 @dataclass(frozen=True)
 class PairKey:
     columns: tuple[str, ...]

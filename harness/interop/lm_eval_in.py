@@ -282,7 +282,3 @@ def import_dir(db: Path, root: Path) -> list[Imported]:
     finally:
         store.close()
 
-
-def is_lm_eval_import(metadata: dict) -> bool:
-    return metadata.get("source") == SOURCE
-
