@@ -12,13 +12,17 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from harness.core.config import RayOptions
 from harness.core.errors import UsageError
 
 REMOTE_BACKENDS = ("openai",)  # already a server: no replicas to start (docs/scale-out.md)
+_CLIENT_RETRY_PAUSE_S = 3.0
+log = logging.getLogger("harness.ray")
 
 
 def _ray():  # type: ignore[no-untyped-def]
@@ -57,6 +61,38 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
         raise UsageError(f"cannot connect to the Ray cluster at {address}: {exc.strerror or exc}") from None
 
 
+def _cause(exc: BaseException) -> str:
+    """One line for an exception: its first line, and when that only announces more (Ray Client's
+    "Initialization failure from server:" before the server's traceback), the last line as well."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if lines[0].endswith(":") and len(lines) > 1:
+        return f"{lines[0]} {lines[-1]}"
+    return lines[0]
+
+
+def _init(ray: Any, options: RayOptions, quiet: dict[str, Any]) -> None:
+    """ray.init for the options. Through Ray Client (ray://) the head's proxy starts a server process
+    per client, and that start can fail on a loaded head although the cluster is fine (Ray's own client
+    tests are flaky for it): such a refusal (ConnectionAbortedError) is tried once more, and said."""
+    if options.address is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        ray.init(address="local", num_cpus=cpus, **quiet)
+        return
+    for attempt in (1, 2):
+        try:
+            ray.init(address=options.address, **quiet)
+            return
+        except ConnectionAbortedError as exc:
+            if attempt == 2 or not options.address.startswith("ray://"):
+                raise
+            log.warning("the Ray Client server at %s refused the connection (%s); trying once more",
+                        options.address, _cause(exc))
+            ray.shutdown()
+            time.sleep(_CLIENT_RETRY_PAUSE_S)
+
+
 @contextmanager
 def ray_session(options: RayOptions) -> Iterator[None]:
     """Ray initialised for the block (and shut down after it when this block started it)."""
@@ -69,20 +105,14 @@ def ray_session(options: RayOptions) -> Iterator[None]:
     quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING,
              "configure_logging": True}
     try:
-        if options.address is None:
-            cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-            ray.init(address="local", num_cpus=cpus, **quiet)
-        else:
-            ray.init(address=options.address, **quiet)
+        _init(ray, options, quiet)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
         where = "start a local Ray cluster" if options.address is None else f"connect to the Ray cluster at {options.address}"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"cannot {where}: {first}") from None
+        raise UsageError(f"cannot {where}: {_cause(exc)}") from None
     except Exception as exc:  # Ray raises its own types for an unreachable address (grpc errors in ray://)
         if options.address is None:
             raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"cannot connect to the Ray cluster at {options.address}: {first}") from None
+        raise UsageError(f"cannot connect to the Ray cluster at {options.address}: {_cause(exc)}") from None
     try:
         yield
     finally:

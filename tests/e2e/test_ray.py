@@ -174,19 +174,25 @@ def head(tmp_path):
                              capture_output=True, text=True, timeout=120)
     assert started.returncode == 0, started.stderr
     try:
-        yield port, client
+        yield port, client, temp
     finally:
         subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
         shutil.rmtree(temp, ignore_errors=True)
 
 
+def _client_server_logs(temp: Path) -> str:
+    """The head's Ray Client proxy and per-client server logs: what a ray:// failure says on the head."""
+    logs = sorted((temp / "session_latest" / "logs").glob("ray_client_server*.err"))
+    return "\n".join(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:]) for log in logs)
+
+
 def test_connect_by_address(head, tmp_path):
-    port, client = head
+    port, client, temp = head
     for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{client}"):
         db = tmp_path / f"{address.split(':')[0]}.duckdb"
         done = harness_cli("run", "--tasks", "hellaswag", "--limit", "4", "--db", str(db), "--no-progress",
                            "--executor", "ray", "--ray-address", address, env={**FIXTURE_ENV, "RAY_ADDRESS": ""})
-        assert done.returncode == 0, f"{address}: {done.stderr}"
+        assert done.returncode == 0, f"{address}: {done.stderr}\n{_client_server_logs(temp)}"
         assert _distinct(db) == (4, 4)
 
 
