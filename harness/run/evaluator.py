@@ -99,8 +99,14 @@ def _task_aggregates(store: Store, run_id: str, p: PreparedTask) -> dict[str, Ag
     return out
 
 
+def in_unit_interval(aggregations: list[str | None], parts: list[Aggregate]) -> bool:
+    """Whether a group's interval is clipped to [0, 1]: a mean or f1 in every subtask, every value inside."""
+    return all(a in ("mean", "f1") for a in aggregations) and all(0.0 <= p.value <= 1.0 for p in parts if p.n)
+
+
 def aggregate_run(store: Store, run_id: str, prepared: list[PreparedTask]) -> tuple[list[MetricRow], dict[str, str]]:
     by_task = {p.task.name: _task_aggregates(store, run_id, p) for p in prepared}
+    aggregation = {(p.task.name, m.name): m.aggregation for p in prepared for m in p.task.metrics}
     rows = [MetricRow(task, metric, a.value, a.stderr, a.ci_low, a.ci_high, a.n) for task, aggs in by_task.items() for metric, a in aggs.items()]
     groups: dict[str, str] = {}
     for group in catalog.groups_containing(list(by_task)):
@@ -108,8 +114,11 @@ def aggregate_run(store: Store, run_id: str, prepared: list[PreparedTask]) -> tu
         common = set.intersection(*(set(by_task[t]) for t in leaves))
         for metric in sorted(common):
             # lm-eval's aggregate_subtask_metrics for every metric, corpus ones included: the mean of the
-            # subtasks' values weighted by size; a corpus metric has no stderr, so neither has its group
-            a = pooled([by_task[t][metric] for t in leaves], weight_by_size=group.weight_by_size)
+            # subtasks' values weighted by size, their stderrs pooled; the interval is clipped to [0, 1]
+            # only for a metric that lives there (not perplexity, bleu or mcc)
+            parts = [by_task[t][metric] for t in leaves]
+            bounded = in_unit_interval([aggregation.get((t, metric)) for t in leaves], parts)
+            a = pooled(parts, weight_by_size=group.weight_by_size, bounded=bounded)
             rows.append(MetricRow(group.name, metric, a.value, a.stderr, a.ci_low, a.ci_high, a.n))
         groups[group.name] = "weighted by subtask size" if group.weight_by_size else "unweighted mean of subtasks"
     return rows, groups

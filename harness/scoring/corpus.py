@@ -16,8 +16,9 @@ tuple becomes a JSON list), and the task's value is computed from all items at o
 The perplexity item is a one-element list rather than lm-eval's bare float so that no item is a
 number: `harness.decisions.compare._num` reads a non-number as NaN, so corpus metrics are never
 paired document by document (a per-document loglikelihood is not the metric, and its direction
-is the opposite of perplexity's). The stderr of a corpus aggregate is None: lm-eval bootstraps
-it (100,000 resamples by default); harness reports the value only, which equals lm-eval's.
+is the opposite of perplexity's). The stderr is lm-eval's bootstrap (harness.scoring.corpus_stderr):
+perplexity, f1 and matthews_corrcoef with 100,000 resamples, the sacrebleu metrics with 100, none
+for weighted_perplexity, bits_per_byte and brier_score; the interval is value ± 1.96·stderr.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from typing import Any
 import numpy as np
 import sacrebleu
 
-from harness.scoring.stats import Aggregate
+from harness.scoring.corpus_stderr import bootstrap_stderr
+from harness.scoring.stats import Aggregate, normal_interval
 
 Item = Any
 log = logging.getLogger("harness")
@@ -139,14 +141,17 @@ AGGREGATIONS: dict[str, Callable[[Sequence[Item]], float]] = {
 
 
 def corpus_aggregate(aggregation: str, items: Sequence[Item]) -> Aggregate:
-    """The task-level Aggregate of a corpus metric: lm-eval's value, no stderr (see the module docstring).
-    Where lm-eval's function raises (a gold index out of range for brier_score, choices of different
-    counts, no words), lm-eval's run fails; harness logs it and reports NaN."""
+    """The task-level Aggregate of a corpus metric: lm-eval's value and bootstrap stderr (see the module
+    docstring). Where lm-eval's function raises (a gold index out of range for brier_score, choices of
+    different counts, no words), lm-eval's run fails; harness logs it and reports NaN, with no stderr."""
     if not items:
         return Aggregate(float("nan"), None, None, None, 0)
+    fn = AGGREGATIONS[aggregation]
     try:
-        value = AGGREGATIONS[aggregation](items)
+        value = fn(items)
     except (ValueError, IndexError, ZeroDivisionError, TypeError) as exc:
         log.warning("%s aggregation failed (%s: %s); reported as NaN", aggregation, type(exc).__name__, exc)
-        value = float("nan")
-    return Aggregate(value, None, None, None, len(items))
+        return Aggregate(float("nan"), None, None, None, len(items))
+    stderr = None if math.isnan(value) else bootstrap_stderr(aggregation, fn, items)
+    low, high = normal_interval(value, stderr, bounded=aggregation == "f1")
+    return Aggregate(value, stderr, low, high, len(items))

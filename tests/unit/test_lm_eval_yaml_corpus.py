@@ -184,11 +184,59 @@ def test_generation_bleu_chrf_ter_equal_lm_eval(tmp_path):
     assert {m.name: m.higher_is_better for m in task.metrics} == {"bleu,none": True, "chrf,none": True, "ter,none": False}
 
 
-def test_group_of_corpus_metric_is_size_weighted_mean_without_stderr():
+def test_group_of_corpus_metric_is_size_weighted_mean_with_lm_eval_pooled_stderr():
     from harness.scoring.stats import pooled
 
-    a, b = corpus.corpus_aggregate("perplexity", [[-1.0], [-2.0]]), corpus.corpus_aggregate("perplexity", [[-3.0]])
-    group = pooled([a, b])
-    assert group.value == (a.value * 2 + b.value * 1) / 3 and group.stderr is None and a.stderr is None
+    a = corpus.corpus_aggregate("perplexity", [[-1.0], [-2.0], [-4.5]])
+    b = corpus.corpus_aggregate("perplexity", [[-3.0], [-0.25]])
+    group = pooled([a, b], bounded=False)
+    assert group.value == (a.value * 3 + b.value * 2) / 5
+    assert group.stderr == pytest.approx(float(M.pooled_sample_stderr([a.stderr, b.stderr], [3, 2])), rel=1e-12)
+    # one document: lm-eval has no stderr ("N/A"), and neither has the group
+    single = corpus.corpus_aggregate("perplexity", [[-3.0]])
+    assert single.stderr is None and pooled([a, single]).stderr is None
     # where lm-eval's aggregation raises (gold index -100 for brier_score), harness reports NaN
     assert str(corpus.corpus_aggregate("brier_score", [[-100, [0.5, 0.5]], [0, [1.0, 0.0]]]).value) == "nan"
+
+
+def test_bootstrap_stderr_is_lm_eval_s_to_the_last_bit(monkeypatch):
+    """lm-eval's own bootstrap_stderr (in one process) over the same items: the same float, for every
+    aggregation lm-eval bootstraps; none for those it does not, nor for one document."""
+    import random
+
+    from harness.scoring.corpus_stderr import bootstrap_stderr, resamples
+    from harness.scoring.stats import Z95
+
+    monkeypatch.setenv("DISABLE_MULTIPROC", "1")
+    rng = random.Random(7)
+    lls = [-rng.uniform(0.1, 30.0) for _ in range(40)]
+    ours = corpus.corpus_aggregate("perplexity", [[ll] for ll in lls])
+    assert ours.stderr == M.bootstrap_stderr(M.perplexity, lls, 100_000)  # lm-eval's default count
+    assert ours.ci_low == ours.value - Z95 * ours.stderr and ours.ci_high == ours.value + Z95 * ours.stderr
+    binary = [(rng.randint(0, 1), rng.randint(0, 1)) for _ in range(30)]
+    multi = [(rng.randint(0, 3), rng.randint(0, 3)) for _ in range(25)]
+    for name, theirs, items in (("f1", M.f1_score, binary), ("matthews_corrcoef", M.matthews_corrcoef, binary),
+                                ("matthews_corrcoef", M.matthews_corrcoef, multi)):
+        # 2,000 resamples (two chunks, seeds 0 and 1): sklearn per resample makes 100,000 too slow for a test
+        assert bootstrap_stderr(name, corpus.AGGREGATIONS[name], [list(p) for p in items], 2000) == \
+            M.bootstrap_stderr(theirs, items, 2000), name
+    text = list(zip(REFS, PREDS))
+    for name, theirs in (("bleu", M.bleu), ("chrf", M.chrf), ("chrf++", M.chrfpp), ("ter", M.ter)):
+        assert corpus.corpus_aggregate(name, [list(p) for p in text]).stderr == M.bootstrap_stderr(theirs, text, 100)
+    assert [resamples(a) for a in ("perplexity", "f1", "bleu", "ter", "weighted_perplexity", "bits_per_byte",
+                                   "brier_score")] == [100_000, 100_000, 100, 100, 0, 0, 0]
+    pairs = [list(p) for p in zip(LLS, COUNTS)]
+    assert corpus.corpus_aggregate("bits_per_byte", pairs).stderr is None
+
+
+def test_a_group_interval_is_clipped_only_for_metrics_in_the_unit_interval():
+    from harness.run.evaluator import in_unit_interval
+    from harness.scoring.stats import mean_with_stderr, pooled
+
+    ppl = [corpus.corpus_aggregate("perplexity", [[-0.01], [-0.02], [-0.5]]), corpus.corpus_aggregate("perplexity", [[-0.2], [-0.01]])]
+    bounded = in_unit_interval(["perplexity", "perplexity"], ppl)
+    group = pooled(ppl, bounded=bounded)
+    assert not bounded and group.ci_low is not None and group.ci_low < 1.0 < group.ci_high  # perplexity is >= 1
+    accs = [mean_with_stderr([1.0, 1.0, 0.0]), mean_with_stderr([1.0, 1.0])]
+    assert in_unit_interval(["mean", "mean"], accs) and pooled(accs, bounded=True).ci_high == 1.0
+    assert not in_unit_interval(["mean", "bleu"], accs)
