@@ -23,6 +23,7 @@ from harness.cli.options import (
     mlflow_target,
     publish_to_mlflow,
 )
+from harness.core.config import DEFAULT_BOOTSTRAP_ITERS
 from harness.core.errors import UsageError
 
 commands = typer.Typer()
@@ -106,6 +107,9 @@ def run(
     mlflow_required: bool = MlflowRequiredOption,
     mlflow_experiment: Optional[str] = MlflowExperimentOption,
     include_path: list[Path] = IncludePathOption,
+    bootstrap_iters: int = typer.Option(DEFAULT_BOOTSTRAP_ITERS, "--bootstrap-iters", "--bootstrap_iters", min=0,
+                                        help="resamples for the stderr of a corpus metric (perplexity, f1, mcc, bleu...), "
+                                             "as lm-eval's; 0: none"),
     output_path: Optional[Path] = typer.Option(None, "--output-path", "--output_path",
                                                help="also write lm-eval's files: DIR/MODEL/results_DATE.json and "
                                                     "samples_TASK_DATE.jsonl"),
@@ -127,7 +131,8 @@ def run(
     configs = [RunConfig(tasks=selections, model=m, model_args=model_args, batch_size=batch_size,
                          seed=seed, tags=tag, suite=suite_name, show_progress=not no_progress and len(models) == 1,
                          sandbox=sandbox, allow_unsandboxed_code=allow_unsandboxed_code,
-                         judge=_judge_config(judge, judge_args, judge_repeats, judge_mode, baseline_answers), ray=ray)
+                         judge=_judge_config(judge, judge_args, judge_repeats, judge_mode, baseline_answers), ray=ray,
+                         bootstrap_iters=bootstrap_iters)
                for m in models]
     outcomes = evaluate_models(configs, db_path(db))
     for outcome in outcomes:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_MODEL = "hf:smollm2-135m-instruct"
+DEFAULT_BOOTSTRAP_ITERS = 100_000  # lm-eval's --bootstrap_iters default
 
 
 @dataclass(frozen=True)
@@ -55,3 +56,4 @@ class RunConfig:
     allow_unsandboxed_code: bool = False  # lets --sandbox local run model code on this machine
     judge: JudgeConfig | None = None  # grades judged tasks (mt_bench): --judge SPEC and its options
     ray: RayOptions | None = None  # answer requests on Ray model replicas (--executor ray); None: in this process
+    bootstrap_iters: int = DEFAULT_BOOTSTRAP_ITERS  # resamples for a corpus metric's stderr; 0: none (as lm-eval)

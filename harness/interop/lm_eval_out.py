@@ -27,7 +27,6 @@ from harness import tasks as catalog
 from harness.core.errors import UsageError
 from harness.core.hashing import sha256_json
 from harness.interop.lm_eval_format import NO_FILTER, date_id, doc_hash, hash_string, lm_eval_key, sanitize_model_name, split_key
-from harness.scoring.corpus_stderr import BOOTSTRAP_ITERS
 from harness.store.db import Store
 
 
@@ -141,7 +140,7 @@ def write_run(store: Store, run_id: str, out_dir: Path, now: datetime | None = N
         "config": {"model": str(info["backend"]), "model_args": json.loads(info["backend_args"] or "{}"),
                    "batch_size": meta.get("backend", {}).get("batch_size"),
                    "limit": _limit(info, meta),
-                   "random_seed": _py(info["seed"]), "fewshot_seed": _py(info["seed"]), "bootstrap_iters": BOOTSTRAP_ITERS, "gen_kwargs": {}},
+                   "random_seed": _py(info["seed"]), "fewshot_seed": _py(info["seed"]), "bootstrap_iters": meta.get("bootstrap_iters", 0), "gen_kwargs": {}},
         "git_hash": (meta.get("git") or {}).get("sha", "")[:7] or None,
         "date": created.timestamp() if hasattr(created, "timestamp") else None,
         "task_hashes": {t: hash_string("".join(s["doc_hash"] + s["prompt_hash"] + s["target_hash"] for s in ls))

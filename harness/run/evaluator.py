@@ -19,7 +19,7 @@ from pathlib import Path
 from harness import tasks as catalog
 from harness.backends.base import Backend, make_backend, parse_model_spec
 from harness.core import metadata
-from harness.core.config import RunConfig
+from harness.core.config import DEFAULT_BOOTSTRAP_ITERS, RunConfig
 from harness.core.hashing import sha256_json, sha256_text
 from harness.core.redact import redact_args
 from harness.core.requests import Request, request_hash
@@ -88,14 +88,14 @@ class SampleWriter:
             self.pending = waiting
 
 
-def _task_aggregates(store: Store, run_id: str, p: PreparedTask) -> dict[str, Aggregate]:
+def _task_aggregates(store: Store, run_id: str, p: PreparedTask, bootstrap_iters: int = DEFAULT_BOOTSTRAP_ITERS) -> dict[str, Aggregate]:
     frame = store.sample_metrics(run_id, p.task.name)
     per_doc = [json.loads(m) for m in frame["metrics"]]
     out: dict[str, Aggregate] = {}
     for spec in p.task.metrics:
         values = [d[spec.name] for d in per_doc if d.get(spec.name) is not None]
         # a mean of per-document values, or lm-eval's corpus aggregation of per-document items
-        out[spec.name] = mean_with_stderr(values) if spec.aggregation == "mean" else corpus_aggregate(spec.aggregation, values)
+        out[spec.name] = mean_with_stderr(values) if spec.aggregation == "mean" else corpus_aggregate(spec.aggregation, values, bootstrap_iters)
     return out
 
 
@@ -104,8 +104,9 @@ def in_unit_interval(aggregations: list[str | None], parts: list[Aggregate]) -> 
     return all(a in ("mean", "f1") for a in aggregations) and all(0.0 <= p.value <= 1.0 for p in parts if p.n)
 
 
-def aggregate_run(store: Store, run_id: str, prepared: list[PreparedTask]) -> tuple[list[MetricRow], dict[str, str]]:
-    by_task = {p.task.name: _task_aggregates(store, run_id, p) for p in prepared}
+def aggregate_run(store: Store, run_id: str, prepared: list[PreparedTask],
+                  bootstrap_iters: int = DEFAULT_BOOTSTRAP_ITERS) -> tuple[list[MetricRow], dict[str, str]]:
+    by_task = {p.task.name: _task_aggregates(store, run_id, p, bootstrap_iters) for p in prepared}
     aggregation = {(p.task.name, m.name): m.aggregation for p in prepared for m in p.task.metrics}
     rows = [MetricRow(task, metric, a.value, a.stderr, a.ci_low, a.ci_high, a.n) for task, aggs in by_task.items() for metric, a in aggs.items()]
     groups: dict[str, str] = {}
@@ -216,6 +217,7 @@ def run_metadata(backend: Backend, config: RunConfig, prepared: list[PreparedTas
                                    "source": p.dataset.source, "dataset_fingerprint": p.dataset.fingerprint,
                                    "prompts_hash": p.prompts_hash} for p in prepared}
     meta["schedule"] = vars(scheduler.stats)
+    meta["bootstrap_iters"] = config.bootstrap_iters
     return meta
 
 
@@ -231,7 +233,7 @@ def _execute(config: RunConfig, store: Store, backend: Backend, prepared: list[P
         if writer.pending:
             raise RuntimeError(f"{len(writer.pending)} documents were left without answers")
         judge_stage.run_stages(store, run_id, prepared, scheduler, judge)  # judged tasks: answer, then grade
-        rows, groups = aggregate_run(store, run_id, prepared)
+        rows, groups = aggregate_run(store, run_id, prepared, config.bootstrap_iters)
         rows = judge_stage.finish_metrics(store, run_id, prepared, rows, judge)
         store.write_metrics(run_id, rows)
         meta = run_metadata(backend, config, prepared, scheduler)

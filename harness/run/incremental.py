@@ -78,7 +78,7 @@ class IncrementalRun:
     def finish(self, partial: bool, extra: dict) -> None:
         """Aggregate what was stored and close the run: 'partial' if documents were left out, else 'complete'."""
         assert self.store is not None
-        rows, _ = aggregate_run(self.store, self.run_id, self.prepared)
+        rows, _ = aggregate_run(self.store, self.run_id, self.prepared, self.config.bootstrap_iters)
         self.store.write_metrics(self.run_id, rows)
         meta = run_metadata(self.backend, self.config, self.prepared, self.scheduler) | extra
         self.store.set_status(self.run_id, "partial" if partial else "complete", meta)

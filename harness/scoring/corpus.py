@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import sacrebleu
 
-from harness.scoring.corpus_stderr import bootstrap_stderr
+from harness.scoring.corpus_stderr import BOOTSTRAP_ITERS, bootstrap_stderr
 from harness.scoring.stats import Aggregate, normal_interval
 
 Item = Any
@@ -140,7 +140,7 @@ AGGREGATIONS: dict[str, Callable[[Sequence[Item]], float]] = {
 }
 
 
-def corpus_aggregate(aggregation: str, items: Sequence[Item]) -> Aggregate:
+def corpus_aggregate(aggregation: str, items: Sequence[Item], bootstrap_iters: int = BOOTSTRAP_ITERS) -> Aggregate:
     """The task-level Aggregate of a corpus metric: lm-eval's value and bootstrap stderr (see the module
     docstring). Where lm-eval's function raises (a gold index out of range for brier_score, choices of
     different counts, no words), lm-eval's run fails; harness logs it and reports NaN, with no stderr."""
@@ -152,6 +152,6 @@ def corpus_aggregate(aggregation: str, items: Sequence[Item]) -> Aggregate:
     except (ValueError, IndexError, ZeroDivisionError, TypeError) as exc:
         log.warning("%s aggregation failed (%s: %s); reported as NaN", aggregation, type(exc).__name__, exc)
         return Aggregate(float("nan"), None, None, None, len(items))
-    stderr = None if math.isnan(value) else bootstrap_stderr(aggregation, fn, items)
+    stderr = None if math.isnan(value) else bootstrap_stderr(aggregation, fn, items, bootstrap_iters)
     low, high = normal_interval(value, stderr, bounded=aggregation == "f1")
     return Aggregate(value, stderr, low, high, len(items))

@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-BOOTSTRAP_ITERS = 100_000  # lm-eval's default --bootstrap_iters
+from harness.core.config import DEFAULT_BOOTSTRAP_ITERS as BOOTSTRAP_ITERS
+
 _FEW = ("bleu", "chrf", "chrf++", "ter")  # lm-eval caps these at 100 resamples (each is a sacrebleu call)
 _MANY = ("perplexity", "f1", "matthews_corrcoef")
 

@@ -125,12 +125,17 @@ metadata:
   version: 1.0
 """
 PAGES = [{"page": "The cat sat on the mat. It was a sunny day, and the cat was happy."},
-         {"page": "Water boils at one hundred degrees Celsius at sea level."}]
+         {"page": "Water boils at one hundred degrees Celsius at sea level."},
+         {"page": "A short third page."}]
+PPL_YAML = ROLLING_YAML.replace("my_rolling", "my_ppl").replace("loglikelihood_rolling", "loglikelihood") \
+    .replace('doc_to_text: ""', 'doc_to_text: "Page:"').replace('"{{page}}"', '" {{page}}"') \
+    .split("metric_list:")[0] + "metric_list:\n  - metric: perplexity\n"
 
 
-def test_a_rolling_loglikelihood_task_runs_with_lm_evals_corpus_aggregations(tmp_path):
+def test_a_rolling_loglikelihood_task_runs_with_lm_evals_corpus_aggregations(tmp_path, monkeypatch):
     """loglikelihood_rolling through the real model: the stored corpus metrics are lm-eval's aggregations of the
-    stored per-document items (weighted_perplexity, bits_per_byte), and none is paired per document."""
+    stored per-document items (weighted_perplexity, bits_per_byte), and none is paired per document; a
+    loglikelihood perplexity in the same run gets lm-eval's bootstrap stderr with --bootstrap_iters."""
     import math
 
     import duckdb
@@ -138,15 +143,30 @@ def test_a_rolling_loglikelihood_task_runs_with_lm_evals_corpus_aggregations(tmp
     folder = tmp_path / "rolling"
     folder.mkdir()
     (folder / "my_rolling.yaml").write_text(ROLLING_YAML)
+    (folder / "my_ppl.yaml").write_text(PPL_YAML)
     (folder / "pages.jsonl").write_text("".join(json.dumps(p) + "\n" for p in PAGES))
     db, out = tmp_path / "r.duckdb", tmp_path / "out.json"
-    result = harness_cli("run", "--include-path", str(folder), "--tasks", "my_rolling", "--db", str(db), "--json", str(out),
-                         "--no-progress", env=ENV)
+    result = harness_cli("run", "--include-path", str(folder), "--tasks", "my_rolling,my_ppl", "--db", str(db), "--json",
+                         str(out), "--no-progress", "--bootstrap_iters", "3000", env=ENV)
     assert result.returncode == 0, result.stderr[-2000:]
-    metrics = {m: v["value"] for m, v in json.loads(out.read_text())["tasks"]["my_rolling"].items()}
+    stored = json.loads(out.read_text())["tasks"]
+    metrics = {m: v["value"] for m, v in stored["my_rolling"].items()}
+    assert {m: v["stderr"] for m, v in stored["my_rolling"].items()} == dict.fromkeys(metrics)  # lm-eval has none ("N/A")
     con = duckdb.connect(str(db), read_only=True)
-    items = [json.loads(m) for (m,) in con.execute("SELECT metrics::VARCHAR FROM samples ORDER BY doc_id").fetchall()]
+    items = [json.loads(m) for (m,) in con.execute("SELECT metrics::VARCHAR FROM samples WHERE task = 'my_rolling' "
+                                                     "ORDER BY doc_id").fetchall()]
+    ppl_items = [json.loads(m)["perplexity"] for (m,) in con.execute("SELECT metrics::VARCHAR FROM samples WHERE "
+                                                                      "task = 'my_ppl' ORDER BY doc_id").fetchall()]
+    meta = json.loads(con.execute("SELECT metadata::VARCHAR FROM runs").fetchone()[0])
     con.close()
+    # perplexity's stderr is lm-eval's own bootstrap of the stored items, with the resamples asked for
+    from lm_eval.api import metrics as lm_metrics
+
+    monkeypatch.setenv("DISABLE_MULTIPROC", "1")  # lm-eval's bootstrap in this process, not a pool
+    expected = lm_metrics.bootstrap_stderr(lm_metrics.perplexity, [i[0] for i in ppl_items], 3000)
+    assert len(ppl_items) == 3 and stored["my_ppl"]["perplexity"]["stderr"] == expected > 0
+    assert stored["my_ppl"]["perplexity"]["value"] == lm_metrics.perplexity([i[0] for i in ppl_items])
+    assert meta["bootstrap_iters"] == 3000
     lls = [i["word_perplexity"][0] for i in items]
     assert all(ll < 0 for ll in lls) and [i["word_perplexity"][1] for i in items] == [len(p["page"].split()) for p in PAGES]
     words = sum(i["word_perplexity"][1] for i in items)

@@ -227,6 +227,10 @@ def test_bootstrap_stderr_is_lm_eval_s_to_the_last_bit(monkeypatch):
                                    "brier_score")] == [100_000, 100_000, 100, 100, 0, 0, 0]
     pairs = [list(p) for p in zip(LLS, COUNTS)]
     assert corpus.corpus_aggregate("bits_per_byte", pairs).stderr is None
+    # --bootstrap-iters: lm-eval's count (bleu still capped at 100), 0 for none
+    assert corpus.corpus_aggregate("perplexity", [[ll] for ll in lls], 1000).stderr == M.bootstrap_stderr(M.perplexity, lls, 1000)
+    assert corpus.corpus_aggregate("perplexity", [[ll] for ll in lls], 0).stderr is None
+    assert resamples("bleu", 50) == 50 and resamples("bleu", 10**6) == 100 and resamples("f1", 0) == 0
 
 
 def test_a_group_interval_is_clipped_only_for_metrics_in_the_unit_interval():
