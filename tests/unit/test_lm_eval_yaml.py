@@ -72,6 +72,26 @@ def test_missing_include_and_loop_name_file_and_key(tmp_path):
         IncludeResolver().load(tmp_path / "x.yaml")
 
 
+def test_paths_resolve_as_path_resolve_through_symlinks(tmp_path):
+    """The resolver resolves each folder once; a symlinked file or folder, and `..` after a symlinked
+    folder, still land where Path.resolve puts them, so a loop through a symlink is still a loop."""
+    real = tmp_path / "real"
+    (real / "sub").mkdir(parents=True)
+    write(real, "base.yaml", BASE)
+    (tmp_path / "linked").symlink_to(real)
+    (real / "sub" / "alias.yaml").symlink_to(real / "base.yaml")
+    (tmp_path / "elsewhere").mkdir()
+    (real / "sub" / "up").symlink_to(tmp_path / "elsewhere")
+    resolver = IncludeResolver()
+    for path in (tmp_path / "linked" / "base.yaml", real / "sub" / "alias.yaml", real / "sub" / "up" / ".." / "base.yaml",
+                 tmp_path / "linked" / "sub" / ".." / "base.yaml", real / "sub" / "up" / "missing.yaml"):
+        assert resolver._real(path) == path.resolve(), path
+    write(real, "loop.yaml", "include: sub/back.yaml\ntask: loop\n")
+    (real / "sub" / "back.yaml").symlink_to(real / "loop.yaml")
+    with pytest.raises(YamlRefusal, match="include loop"):
+        IncludeResolver().load(tmp_path / "linked" / "loop.yaml")
+
+
 def test_yaml_syntax_error_is_one_line(tmp_path):
     bad = write(tmp_path, "bad.yaml", "task: [unclosed\n")
     with pytest.raises(YamlRefusal) as info:

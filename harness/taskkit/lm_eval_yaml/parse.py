@@ -16,6 +16,7 @@ one "seen" set for the whole traversal, so a diamond (two includes that share a 
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,17 @@ class IncludeResolver:
 
     def __init__(self) -> None:
         self._files: dict[Path, tuple[dict[str, Any], str]] = {}
+        self._folders: dict[str, Path] = {}
+
+    def _real(self, path: Path) -> Path:
+        """`path.resolve()`, each folder resolved once: scanning lm-eval's catalog resolves about 40,000
+        paths in a few thousand folders, and `resolve` walks every component of each (3.5 s of 8)."""
+        if os.path.islink(path):
+            return path.resolve()
+        folder = str(path.parent)
+        if folder not in self._folders:
+            self._folders[folder] = path.parent.resolve()
+        return self._folders[folder] / path.name
 
     def _read(self, path: Path) -> tuple[dict[str, Any], str]:
         if path not in self._files:
@@ -110,7 +122,7 @@ class IncludeResolver:
 
     def load(self, path: Path) -> LoadedYaml:
         """lm-eval's `load_yaml(path, resolve_func=False)`: includes merged, local keys winning."""
-        path = path.expanduser().resolve()
+        path = self._real(path.expanduser().absolute())
         chain: list[tuple[Path, str]] = []
         config = self._merge(path, (), chain)
         root = path.parent
@@ -131,7 +143,7 @@ class IncludeResolver:
             if not isinstance(inc, str):
                 raise YamlRefusal(path, "include", f"expected a file name, got {inc!r}")
             inc_path = Path(inc) if Path(inc).is_absolute() else path.parent / inc
-            inc_path = inc_path.resolve()
+            inc_path = self._real(inc_path)
             if inc_path in stack or inc_path == path:
                 raise YamlRefusal(path, "include", f"include loop through {inc}")
             if not inc_path.is_file():
