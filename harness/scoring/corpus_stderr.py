@@ -9,14 +9,16 @@ min(iters, 100); weighted_perplexity, bits_per_byte and brier_score get no stder
 neither does a task of one document.
 
 Why the draws are not made with `random.choices`: 100,000 resamples of n documents are 100,000·n
-Python draws (lm-eval spreads them over a process pool; about a minute per 1,000 documents on one
-core). Python's `random.Random` and numpy's legacy `RandomState` are the same MT19937 with the same
-53-bit double ((a >> 5)·2^26 + (b >> 6)) / 2^53, so `random.Random(i)`'s state set into a
-`RandomState` gives the same doubles, and floor(u·n) the same indices as `choices` (CPython's
-`choices` without weights). Each resample's metric is then computed from the index arrays:
-perplexity with a left-to-right sum (`np.cumsum`, the order of Python's `sum`) and `math.exp`, f1
-and matthews_corrcoef from integer counts. The stderr is lm-eval's to the last bit (the tests check
-it against lm-eval's own function); the sacrebleu metrics, 100 resamples, are computed per resample.
+Python draws (lm-eval spreads them over a process pool; in one process its perplexity stderr of
+5,153 documents takes 27 s, this module's 7 s, and mcc's 2,000 resamples 16.7 s against 0.6 s:
+benchmarks/corpus_stderr.py). Python's `random.Random` and numpy's legacy `RandomState` are the same
+MT19937 with the same 53-bit double ((a >> 5)·2^26 + (b >> 6)) / 2^53, so `random.Random(i)`'s state
+set into a `RandomState` gives the same doubles, and floor(u·n) the same indices as `choices`
+(CPython's `choices` without weights). Each resample's metric is then computed from the index
+arrays: perplexity with a left-to-right sum (`np.cumsum`, the order of Python's `sum`) and
+`math.exp`, f1 and matthews_corrcoef from integer counts. The stderr is lm-eval's to the last bit
+(the tests check it against lm-eval's own function); the sacrebleu metrics, 100 resamples, are
+computed per resample.
 """
 
 from __future__ import annotations

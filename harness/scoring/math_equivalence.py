@@ -34,7 +34,7 @@ STARTUP_S = 120.0  # importing sympy, antlr4 and math_verify on a loaded machine
 
 
 class _Timeout(Exception):
-    pass
+    """The worker's alarm: one equivalence check overran its time."""
 
 
 def _alarm(signum: int, frame: Any) -> None:

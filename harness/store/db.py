@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -44,13 +45,17 @@ def _locked(exc: BaseException) -> bool:
     return isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
 
 
+_CONNECTING = threading.Lock()
+
+
 def connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
     """A connection, waiting (bounded, with backoff) while another process holds the file's lock."""
     deadline = time.monotonic() + wait_seconds()
     delay = 0.02
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            with _CONNECTING:  # two threads opening one file at once race in DuckDB's instance cache
+                return duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as exc:
             if not _locked(exc):
                 raise
